@@ -1,0 +1,3 @@
+"""warmctl: cache-warm container snapshots on top of podman and CRIU."""
+
+__version__ = "0.1.0"

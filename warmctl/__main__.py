@@ -1,0 +1,3 @@
+from warmctl.cli.main import cli
+
+cli()

@@ -1,0 +1,128 @@
+"""Exception types and the exit codes they map to.
+
+The exit codes are a contract with shell scripts: README, the man page and the tests
+pin them. Every failure warmctl reports is one of these exceptions; the single
+boundary in ``warmctl.cli.main.cli`` turns them into one line on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from pathlib import Path
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    CONFLICT = 4
+    INTEGRITY = 5
+    ENVIRONMENT = 6
+    PODMAN_FAILED = 7
+    BUSY = 8
+    NOT_READY = 9
+    INTERRUPTED = 130
+
+
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "success",
+    ExitCode.FAILURE: "any failure not listed below",
+    ExitCode.USAGE: "usage: unknown option, missing argument, malformed name or reference",
+    ExitCode.NOT_FOUND: "not found: no such snapshot, generation or container",
+    ExitCode.CONFLICT: "conflict: container name or port already in use",
+    ExitCode.INTEGRITY: "integrity: digest mismatch, truncated or unreadable archive or catalogue",
+    ExitCode.ENVIRONMENT: "environment: podman or CRIU missing or unusable, not root",
+    ExitCode.PODMAN_FAILED: "podman or CRIU failed to checkpoint or restore",
+    ExitCode.BUSY: "catalogue busy or locked beyond the wait",
+    ExitCode.NOT_READY: "warm: warm-up failed or the service never became ready",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C): temporary files removed, nothing half-recorded",
+}
+
+
+class WarmctlError(Exception):
+    """Base of every error warmctl reports. ``hint`` is a one-line fix, when one is known."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(WarmctlError):
+    exit_code = ExitCode.USAGE
+
+
+class NotFoundError(WarmctlError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class ConflictError(WarmctlError):
+    exit_code = ExitCode.CONFLICT
+
+
+class IntegrityError(WarmctlError):
+    exit_code = ExitCode.INTEGRITY
+
+
+class HostError(WarmctlError):
+    """The host cannot do what was asked: podman or CRIU missing or unusable, not root."""
+
+    exit_code = ExitCode.ENVIRONMENT
+
+
+class PodmanError(WarmctlError):
+    """podman exited non-zero. Carries its stderr and, for checkpoint/restore, CRIU's log."""
+
+    exit_code = ExitCode.FAILURE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        argv: list[str] | None = None,
+        returncode: int | None = None,
+        stderr: str = "",
+        criu_log: Path | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.argv = argv or []
+        self.returncode = returncode
+        self.stderr = stderr
+        self.criu_log = criu_log
+
+    @property
+    def first_error_line(self) -> str:
+        """podman's own first meaningful error line, for the one-line report."""
+        for line in self.stderr.splitlines():
+            line = line.strip()
+            if line:
+                return line
+        return ""
+
+
+class PodmanConflictError(PodmanError):
+    """podman refused because a container name or port is already in use."""
+
+    exit_code = ExitCode.CONFLICT
+
+
+class CheckpointError(PodmanError):
+    """podman or CRIU failed to checkpoint or restore."""
+
+    exit_code = ExitCode.PODMAN_FAILED
+
+
+class CatalogueBusyError(WarmctlError):
+    exit_code = ExitCode.BUSY
+
+
+class NotReadyError(WarmctlError):
+    exit_code = ExitCode.NOT_READY
+
+
+class Interrupted(WarmctlError):
+    exit_code = ExitCode.INTERRUPTED

@@ -1,0 +1,445 @@
+"""The podman adapter: the only place warmctl runs podman.
+
+Every call is an argv list (never a shell) with a timeout, logged at debug level, and returns
+typed results or raises typed errors (``warmctl.errors``) carrying podman's stderr and, for
+checkpoint/restore failures, the path of CRIU's log. ``Podman`` is the interface the rest of
+the code depends on; ``PodmanCLI`` drives the real program; unit tests use a fake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from warmctl.errors import (
+    CheckpointError,
+    HostError,
+    NotFoundError,
+    PodmanConflictError,
+    PodmanError,
+)
+
+log = logging.getLogger(__name__)
+
+# Checkpointing a large container takes minutes; ordinary queries take well under a second.
+QUERY_TIMEOUT = 60.0
+CHECKPOINT_TIMEOUT = 3600.0
+# runc finds criu through PATH. A shim for a newer CRIU typically lives in /usr/local/sbin,
+# which some environments (cron, sudo's secure_path variants) leave out; put the usual
+# directories back so that podman -> conmon -> runc finds the same criu as an admin's shell.
+_SBIN_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
+COMPRESSIONS = ("zstd", "none", "gzip")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def podman_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment podman runs in: the caller's, with the sbin directories on PATH."""
+    env = dict(os.environ if base is None else base)
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p]
+    path += [d for d in _SBIN_DIRS if d not in path]
+    env["PATH"] = os.pathsep.join(path)
+    return env
+
+
+def run_subprocess(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+) -> CommandResult:
+    """Run argv without a shell, capture its output, and log what ran.
+
+    Raises HostError when the program is missing, and PodmanError on a timeout; a non-zero
+    exit is returned, not raised, since what it means depends on the caller.
+    """
+    argv = [str(a) for a in argv]
+    log.debug("running %s", " ".join(argv))
+    try:
+        proc = subprocess.run(  # noqa: S603 - argv list, no shell
+            argv,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            env=dict(env) if env is not None else None,
+            stdin=stdin,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise HostError(
+            f"{argv[0]} is not installed or not on PATH",
+            hint="install podman (apt-get install podman) or run scripts/provision-host",
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise PodmanError(
+            f"{argv[0]} {argv[1] if len(argv) > 1 else ''} did not finish within {timeout:.0f}s",
+            argv=argv,
+        ) from exc
+    log.debug("exit %d: %s", proc.returncode, argv[0])
+    return CommandResult(argv, proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    image_name: str
+    image_id: str
+    state: str  # podman's status word: running, exited, created, ...
+    checkpointed: bool
+    ports: list[str] = field(default_factory=list)  # "HOST_IP:HOST_PORT:CONTAINER_PORT/PROTO"
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+@dataclass(frozen=True)
+class CheckpointResult:
+    criu_statistics: dict[str, int]
+    duration_us: int | None
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    container_id: str
+    criu_statistics: dict[str, int]
+    duration_us: int | None
+
+
+@dataclass(frozen=True)
+class HostVersions:
+    podman: str
+    runtime: str
+    runtime_version: str
+    kernel: str
+    hostname: str
+    cgroup_manager: str = ""
+    cgroup_version: str = ""
+
+
+class Podman(ABC):
+    """What warmctl needs from podman. Implementations: PodmanCLI, and fakes in tests."""
+
+    @abstractmethod
+    def host_versions(self) -> HostVersions: ...
+
+    @abstractmethod
+    def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
+        """The container's state, or None when podman knows no such container."""
+
+    @abstractmethod
+    def list_containers(self, *, running_only: bool = True) -> list[str]: ...
+
+    @abstractmethod
+    def list_images(self) -> list[str]: ...
+
+    @abstractmethod
+    def image_exists(self, image: str) -> bool: ...
+
+    @abstractmethod
+    def run_detached(
+        self,
+        image: str,
+        *,
+        name: str,
+        publish: Sequence[str] = (),
+        env: Sequence[str] = (),
+        volumes: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
+        command: Sequence[str] = (),
+    ) -> str:
+        """Start a container in the background; returns its id."""
+
+    @abstractmethod
+    def exec(self, container: str, command: Sequence[str], *, timeout: float) -> CommandResult:
+        """Run a command inside the container; a non-zero exit is returned, not raised."""
+
+    @abstractmethod
+    def checkpoint(
+        self,
+        container: str,
+        export_to: Path,
+        *,
+        leave_running: bool = False,
+        compress: str = "zstd",
+        tcp_established: bool = False,
+        file_locks: bool = False,
+    ) -> CheckpointResult: ...
+
+    @abstractmethod
+    def restore(
+        self,
+        archive: Path,
+        *,
+        name: str,
+        publish: Sequence[str] = (),
+        tcp_established: bool = False,
+        file_locks: bool = False,
+    ) -> RestoreResult: ...
+
+    @abstractmethod
+    def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
+        """Remove a container; a container that is already gone is not an error."""
+
+
+# Known failure signatures in podman's stderr, mapped to the error type and a one-line fix.
+_CONFLICT_PATTERNS = (
+    re.compile(r"name \"?[^\"]*\"? is already in use", re.I),
+    re.compile(r"address already in use", re.I),
+    re.compile(r"port is already allocated", re.I),
+)
+_NO_SUCH_CONTAINER = re.compile(r"no such container|no container with name or ID", re.I)
+_CRIU_LOG = re.compile(r"(/\S+/(?:dump|restore)\.log)")
+
+
+class PodmanCLI(Podman):
+    """Drives the podman program."""
+
+    def __init__(self, program: str = "podman") -> None:
+        self.program = program
+        self._env = podman_environment()
+
+    def _run(self, *args: str, timeout: float = QUERY_TIMEOUT) -> CommandResult:
+        if shutil.which(self.program, path=self._env["PATH"]) is None:
+            raise HostError(
+                f"{self.program} not found on PATH",
+                hint="install podman (apt-get install podman) or run scripts/provision-host",
+            )
+        return run_subprocess([self.program, *args], timeout=timeout, env=self._env)
+
+    def _check(self, result: CommandResult, what: str) -> CommandResult:
+        if result.returncode != 0:
+            raise self._error(result, what, PodmanError)
+        return result
+
+    def _error(
+        self, result: CommandResult, what: str, default: type[PodmanError]
+    ) -> PodmanError:
+        stderr = result.stderr.strip()
+        first = _first_error_line(stderr)
+        message = f"{what} failed: {first}" if first else f"{what} failed"
+        if any(p.search(stderr) for p in _CONFLICT_PATTERNS):
+            return PodmanConflictError(message, argv=result.argv, returncode=result.returncode,
+                                       stderr=stderr)
+        match = _CRIU_LOG.search(stderr)
+        criu_log = Path(match.group(1)) if match else None
+        return default(message, argv=result.argv, returncode=result.returncode,
+                       stderr=stderr, criu_log=criu_log)
+
+    def _json(self, *args: str) -> Any:
+        result = self._check(self._run(*args), f"podman {args[0]}")
+        try:
+            return json.loads(result.stdout or "null")
+        except json.JSONDecodeError as exc:
+            raise PodmanError(f"podman {args[0]} printed something that is not JSON") from exc
+
+    def host_versions(self) -> HostVersions:
+        info = self._json("info", "--format", "json")
+        host = info.get("host", {})
+        runtime = host.get("ociRuntime", {})
+        return HostVersions(
+            podman=str(info.get("version", {}).get("Version", "")),
+            runtime=str(runtime.get("name", "")),
+            runtime_version=str(runtime.get("version", "")).splitlines()[0]
+            if runtime.get("version") else "",
+            kernel=str(host.get("kernel", os.uname().release)),
+            hostname=str(host.get("hostname", os.uname().nodename)),
+            cgroup_manager=str(host.get("cgroupManager", "")),
+            cgroup_version=str(host.get("cgroupVersion", "")),
+        )
+
+    def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
+        result = self._run("container", "inspect", "--format", "json", name_or_id)
+        if result.returncode != 0:
+            if _NO_SUCH_CONTAINER.search(result.stderr):
+                return None
+            raise self._error(result, "podman container inspect", PodmanError)
+        data = json.loads(result.stdout)
+        if not data:
+            return None
+        return _container_info(data[0])
+
+    def list_containers(self, *, running_only: bool = True) -> list[str]:
+        args = ["ps", "--format", "{{.Names}}"]
+        if not running_only:
+            args.append("--all")
+        out = self._check(self._run(*args), "podman ps").stdout
+        return [line for line in out.splitlines() if line]
+
+    def list_images(self) -> list[str]:
+        out = self._check(
+            self._run("images", "--format", "{{.Repository}}:{{.Tag}}"), "podman images"
+        ).stdout
+        return [line for line in out.splitlines() if line and "<none>" not in line]
+
+    def image_exists(self, image: str) -> bool:
+        return self._run("image", "exists", image).returncode == 0
+
+    def run_detached(
+        self,
+        image: str,
+        *,
+        name: str,
+        publish: Sequence[str] = (),
+        env: Sequence[str] = (),
+        volumes: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
+        command: Sequence[str] = (),
+    ) -> str:
+        args = ["run", "--detach", "--name", name]
+        for spec in publish:
+            args += ["--publish", spec]
+        for item in env:
+            args += ["--env", item]
+        for vol in volumes:
+            args += ["--volume", vol]
+        args += list(extra_args)
+        args += ["--", image, *command]
+        result = self._run(*args, timeout=CHECKPOINT_TIMEOUT)
+        if result.returncode != 0:
+            raise self._error(result, f"podman run {image}", PodmanError)
+        return result.stdout.strip().splitlines()[-1]
+
+    def exec(self, container: str, command: Sequence[str], *, timeout: float) -> CommandResult:
+        return self._run("exec", container, *command, timeout=timeout)
+
+    def checkpoint(
+        self,
+        container: str,
+        export_to: Path,
+        *,
+        leave_running: bool = False,
+        compress: str = "zstd",
+        tcp_established: bool = False,
+        file_locks: bool = False,
+    ) -> CheckpointResult:
+        args = ["container", "checkpoint", "--export", str(export_to), "--compress", compress,
+                "--print-stats"]
+        if leave_running:
+            args.append("--leave-running")
+        if tcp_established:
+            args.append("--tcp-established")
+        if file_locks:
+            args.append("--file-locks")
+        result = self._run(*args, container, timeout=CHECKPOINT_TIMEOUT)
+        if result.returncode != 0:
+            if _NO_SUCH_CONTAINER.search(result.stderr):
+                raise NotFoundError(f"no such container: {container}")
+            err = self._error(result, f"checkpoint of {container}", CheckpointError)
+            if err.criu_log is None:
+                err.criu_log = self._userdata_log(container, "dump.log")
+            raise err
+        stats = _parse_stats(result.stdout)
+        return CheckpointResult(stats.criu, stats.duration_us)
+
+    def restore(
+        self,
+        archive: Path,
+        *,
+        name: str,
+        publish: Sequence[str] = (),
+        tcp_established: bool = False,
+        file_locks: bool = False,
+    ) -> RestoreResult:
+        args = ["container", "restore", "--import", str(archive), "--name", name,
+                "--print-stats"]
+        for spec in publish:
+            args += ["--publish", spec]
+        if tcp_established:
+            args.append("--tcp-established")
+        if file_locks:
+            args.append("--file-locks")
+        result = self._run(*args, timeout=CHECKPOINT_TIMEOUT)
+        if result.returncode != 0:
+            err = self._error(result, f"restore of {name}", CheckpointError)
+            if err.criu_log is None:
+                err.criu_log = self._userdata_log(name, "restore.log")
+            raise err
+        stats = _parse_stats(result.stdout)
+        return RestoreResult(stats.container_id, stats.criu, stats.duration_us)
+
+    def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
+        args = ["rm", "--time", "0"]
+        if force:
+            args.append("--force")
+        result = self._run(*args, name_or_id)
+        if result.returncode != 0 and not _NO_SUCH_CONTAINER.search(result.stderr):
+            raise self._error(result, f"podman rm {name_or_id}", PodmanError)
+
+    def _userdata_log(self, container: str, filename: str) -> Path | None:
+        """CRIU's log in the container's userdata dir, when podman did not name it."""
+        result = self._run("container", "inspect", "--format", "{{.StaticDir}}", container)
+        if result.returncode != 0:
+            return None
+        path = Path(result.stdout.strip()) / filename
+        return path if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class _Stats:
+    container_id: str
+    criu: dict[str, int]
+    duration_us: int | None
+
+
+def _parse_stats(stdout: str) -> _Stats:
+    """The JSON that --print-stats prints: podman's duration plus CRIU's own statistics."""
+    try:
+        data = json.loads(stdout)
+    except json.JSONDecodeError:
+        log.debug("no statistics in podman's output: %r", stdout[:200])
+        return _Stats("", {}, None)
+    duration = data.get("podman_checkpoint_duration", data.get("podman_restore_duration"))
+    containers = data.get("container_statistics") or [{}]
+    first = containers[0]
+    criu = {k: int(v) for k, v in (first.get("criu_statistics") or {}).items()}
+    return _Stats(str(first.get("Id", "")), criu, int(duration) if duration is not None else None)
+
+
+def _first_error_line(stderr: str) -> str:
+    """podman's most telling line: the last 'Error:' line, else the last non-empty line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error:")]
+    line = errors[-1] if errors else (lines[-1] if lines else "")
+    return line.removeprefix("Error:").strip()
+
+
+def _container_info(data: dict[str, Any]) -> ContainerInfo:
+    state = data.get("State", {})
+    ports: list[str] = []
+    for container_port, bindings in (data.get("NetworkSettings", {}).get("Ports") or {}).items():
+        for binding in bindings or []:
+            host_ip = binding.get("HostIp") or ""
+            host_port = binding.get("HostPort") or ""
+            ports.append(f"{host_ip}:{host_port}:{container_port}")
+    config = data.get("Config", {})
+    return ContainerInfo(
+        id=str(data.get("Id", "")),
+        name=str(data.get("Name", "")),
+        image_name=str(data.get("ImageName", "")),
+        image_id=str(data.get("Image", "")),
+        state=str(state.get("Status", "")),
+        checkpointed=bool(state.get("Checkpointed", False)),
+        ports=ports,
+        labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+    )
