@@ -215,8 +215,9 @@ _CRIU_LOG = re.compile(r"(/\S+/(?:dump|restore)\.log)")
 class PodmanCLI(Podman):
     """Drives the podman program."""
 
-    def __init__(self, program: str = "podman") -> None:
-        self.program = program
+    def __init__(self, program: str | None = None) -> None:
+        # WARMCTL_PODMAN picks another podman binary (a wrapper, a newer build).
+        self.program = program or os.environ.get("WARMCTL_PODMAN") or "podman"
         self._env = podman_environment()
 
     def _run(self, *args: str, timeout: float = QUERY_TIMEOUT) -> CommandResult:

@@ -1,0 +1,376 @@
+"""Reading podman checkpoint archives without extracting them.
+
+``podman container checkpoint --export`` writes a tar archive (zstd-compressed by default, or
+gzip, or plain) holding podman's metadata (config.dump, spec.dump, ...) and CRIU's images
+under checkpoint/. This module reads such an archive as one stream, front to back: the few
+small metadata members are read into memory, every other member is known only by its header's
+size, and nothing is ever written to disk, so member names never become paths.
+
+That single pass both describes the archive (``summarize``) and proves it whole
+(``verify_structure``): every byte is decompressed, so a truncated or corrupted archive fails
+here rather than halfway through a restore. Every problem is an ``IntegrityError`` naming the
+archive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import re
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import zstandard
+
+from warmctl.errors import IntegrityError
+
+Compression = Literal["zstd", "gzip", "none"]
+
+CHUNK_SIZE = 1024 * 1024
+# tarfile reads its source in pieces of this size (10 KiB by default) and copies what it has
+# buffered on every header read: 64 KiB skips big members quickly without slowing small ones.
+_TAR_BUFSIZE = 64 * 1024
+# config.dump and spec.dump are tens of KiB and pstree.img a few bytes per process; anything
+# beyond this is a hostile or broken archive, and reading it would only fill memory.
+METADATA_LIMIT = 16 * 1024 * 1024
+# Each member costs tarfile a few hundred bytes of memory. CRIU writes about ten images per
+# process, so this allows ~10,000 processes while bounding what a hostile archive can cost.
+MEMBER_LIMIT = 100_000
+
+CONFIG = "config.dump"
+SPEC = "spec.dump"
+INVENTORY = "checkpoint/inventory.img"
+PSTREE = "checkpoint/pstree.img"
+ROOTFS_DIFF = "rootfs-diff.tar"
+_REQUIRED = (CONFIG, SPEC, INVENTORY, PSTREE)
+_PAGES = re.compile(r"checkpoint/pages-\d+\.img")  # process memory, one file per pagemap
+_CORE = re.compile(r"checkpoint/core-\d+\.img")  # one per thread, named by its thread id
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_GZIP_MAGIC = b"\x1f\x8b"
+_TAR_MAGIC_OFFSET = 257  # "ustar" in the first header, for the POSIX, PAX and GNU formats
+# CRIU images start with two little-endian u32 magics: IMG_COMMON_MAGIC, then the image
+# type's (here PSTREE_MAGIC). inventory.img is the exception, with only its own.
+_CRIU_PSTREE_MAGICS = (0x54564319).to_bytes(4, "little") + (0x50273030).to_bytes(4, "little")
+
+# What reading a damaged stream raises, from the decompressors and tarfile. BadGzipFile is
+# an OSError; zlib.error and EOFError (a gzip stream cut short) are not.
+_READ_ERRORS = (tarfile.TarError, zstandard.ZstdError, zlib.error, EOFError, OSError)
+
+
+@dataclass(frozen=True)
+class ArchiveSummary:
+    compression: Compression
+    container_name: str
+    container_id: str
+    image_name: str
+    image_id: str
+    runtime: str
+    created: str  # config.dump's createdTime, RFC 3339 with nanoseconds, as podman wrote it
+    memory_bytes: int  # sum of checkpoint/pages-*.img
+    rootfs_diff_bytes: int  # rootfs-diff.tar, 0 when the container changed no files
+    process_count: int  # entries in checkpoint/pstree.img
+    thread_count: int  # checkpoint/core-*.img files
+    member_count: int  # every tar entry, directories included
+    uncompressed_bytes: int  # length of the tar stream after decompression
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def detect_compression(source: Path | bytes) -> Compression:
+    """How an archive is compressed, from its magic bytes, not its file name.
+
+    ``source`` is the archive's path or its first bytes (at least 262 for a plain tar).
+    Raises IntegrityError when it is neither zstd, gzip nor tar.
+    """
+    head = _read_head(source) if isinstance(source, Path) else source
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head[_TAR_MAGIC_OFFSET : _TAR_MAGIC_OFFSET + 5] == b"ustar":
+        return "none"
+    subject = str(source) if isinstance(source, Path) else "data"
+    raise IntegrityError(f"{subject} is not a checkpoint archive: not zstd, gzip or tar")
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    """The file's SHA-256 as hex, read in 1 MiB chunks.
+
+    ``progress`` is called after each chunk with that chunk's size (an increment, as rich's
+    ``Progress.advance`` takes). Raises IntegrityError when the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(CHUNK_SIZE):
+                digest.update(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    return digest.hexdigest()
+
+
+@contextmanager
+def open_tar_stream(path: Path) -> Iterator[tarfile.TarFile]:
+    """The archive as a streaming TarFile (mode "r|"): members in order, each read once.
+
+    Never call extract() or extractall() on it: warmctl reads members with extractfile().
+    """
+    with _open_tar(path, detect_compression(path)) as (tar, _):
+        yield tar
+
+
+def summarize(path: Path) -> ArchiveSummary:
+    """Describe a checkpoint archive, reading it once from end to end.
+
+    Raises IntegrityError when the archive is truncated or corrupt, lacks a member a restore
+    needs, or has metadata podman would not write.
+    """
+    compression = detect_compression(path)
+    try:
+        with _open_tar(path, compression) as (tar, stream):
+            found = _read_members(tar)
+            stream.read_to_end()
+            _check_end_of_archive(tar.offset, stream)
+    except _BadContent as exc:
+        raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
+    except _READ_ERRORS as exc:
+        raise IntegrityError(f"{path} is damaged or truncated: {_one_line(exc)}") from exc
+    missing = _missing_members(found)
+    if missing:
+        raise IntegrityError(f"{path} is incomplete: it has no {', '.join(missing)}")
+    return _summary(compression, found, stream.length)
+
+
+def verify_structure(path: Path) -> ArchiveSummary:
+    """Check that the archive is whole and has what a restore needs; return its summary.
+
+    The same single pass as summarize(): a summary is only ever given for a whole archive.
+    It proves the archive readable, not restorable: CRIU's images are not decoded beyond
+    pstree.img. Catching later damage to a stored archive is the recorded SHA-256's job.
+    """
+    return summarize(path)
+
+
+class _BadContent(Exception):
+    """The stream reads fine but what it holds is not what podman writes."""
+
+
+@dataclass
+class _Found:
+    """What the pass has collected so far, member by member."""
+
+    member_count: int = 0
+    required: set[str] = field(default_factory=set)  # the _REQUIRED names seen
+    config: dict[str, Any] = field(default_factory=dict)
+    process_count: int = 0
+    pages_images: int = 0
+    memory_bytes: int = 0
+    thread_count: int = 0
+    rootfs_diff_bytes: int = 0
+
+
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+class _TarStream(io.BufferedIOBase):
+    """Passes the decompressed tar stream to tarfile, counting its length and noting where its
+    last non-zero byte is, so the end of the archive can be checked once tarfile is done."""
+
+    def __init__(self, source: _Readable) -> None:
+        super().__init__()
+        self._source = source
+        self.length = 0
+        self.content_end = 0  # offset just past the last non-zero byte
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        chunk = self._source.read(-1 if size is None else size)
+        content = chunk.rstrip(b"\0")
+        if content:
+            self.content_end = self.length + len(content)
+        self.length += len(chunk)
+        return chunk
+
+    def read_to_end(self) -> None:
+        """Consume what tarfile left (end-of-archive blocks, padding), so that the decompressor
+        reaches the zstd or gzip trailer and checks the frame checksum or CRC."""
+        while self.read(CHUNK_SIZE):
+            pass
+
+
+@contextmanager
+def _open_tar(path: Path, compression: Compression) -> Iterator[tuple[tarfile.TarFile, _TarStream]]:
+    with _open_decompressed(path, compression) as source:
+        stream = _TarStream(source)
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=_TAR_BUFSIZE) as tar:
+            yield tar, stream
+
+
+@contextmanager
+def _open_decompressed(path: Path, compression: Compression) -> Iterator[_Readable]:
+    with path.open("rb") as file:
+        if compression == "zstd":
+            # When the input stops inside a frame, stream_reader just ends its output, without
+            # an error. A truncation therefore shows up as a truncated tar stream, which the
+            # tar checks catch -- except a cut inside the final 4-byte checksum, which loses
+            # no data. podman writes that checksum, so a flipped byte fails the frame.
+            decompressor = zstandard.ZstdDecompressor()
+            with decompressor.stream_reader(file, read_across_frames=True) as reader:
+                yield reader
+        elif compression == "gzip":
+            with gzip.GzipFile(fileobj=file, mode="rb") as reader:
+                yield reader
+        else:
+            yield file
+
+
+def _read_members(tar: tarfile.TarFile) -> _Found:
+    found = _Found()
+    for member in tar:
+        found.member_count += 1
+        if found.member_count > MEMBER_LIMIT:
+            raise _BadContent(f"more than {MEMBER_LIMIT} members")
+        # Links, devices and directories carry no data; a symlink named like an image must
+        # not count as one.
+        if member.isreg():
+            _note_member(tar, member, found)
+    return found
+
+
+def _note_member(tar: tarfile.TarFile, member: tarfile.TarInfo, found: _Found) -> None:
+    name = member.name
+    if name in _REQUIRED:
+        found.required.add(name)
+    if name == CONFIG:
+        found.config = _json_object(name, _read_small(tar, member))
+    elif name == SPEC:
+        _json_object(name, _read_small(tar, member))  # checked, not kept: a restore parses it
+    elif name == PSTREE:
+        found.process_count = _count_processes(_read_small(tar, member))
+    elif name == ROOTFS_DIFF:
+        found.rootfs_diff_bytes = member.size
+    elif _PAGES.fullmatch(name):
+        found.pages_images += 1
+        found.memory_bytes += member.size
+    elif _CORE.fullmatch(name):
+        found.thread_count += 1
+
+
+def _read_small(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    if member.size > METADATA_LIMIT:
+        raise _BadContent(
+            f"{member.name} is {member.size} bytes, more than the {METADATA_LIMIT} bytes "
+            "allowed for metadata"
+        )
+    reader = tar.extractfile(member)
+    if reader is None:  # only for non-regular members, which the caller skips
+        raise _BadContent(f"{member.name} is not a regular file")
+    return reader.read()
+
+
+def _json_object(name: str, data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        raise _BadContent(f"{name} is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise _BadContent(f"{name} is not a JSON object")
+    return value
+
+
+def _count_processes(pstree: bytes) -> int:
+    """Entries in CRIU's pstree.img: after the magics, each process is a protobuf message
+    preceded by its u32 little-endian length. Counting needs no protobuf decoding."""
+    if not pstree.startswith(_CRIU_PSTREE_MAGICS):
+        raise _BadContent(f"{PSTREE} is not a CRIU process tree image")
+    count = 0
+    offset = len(_CRIU_PSTREE_MAGICS)
+    while offset < len(pstree):
+        length_field = pstree[offset : offset + 4]
+        if len(length_field) < 4:
+            raise _BadContent(f"{PSTREE} is truncated")
+        offset += 4 + int.from_bytes(length_field, "little")
+        if offset > len(pstree):
+            raise _BadContent(f"{PSTREE} is truncated")
+        count += 1
+    if count == 0:
+        raise _BadContent(f"{PSTREE} lists no process")
+    return count
+
+
+def _check_end_of_archive(tar_end: int, stream: _TarStream) -> None:
+    """Require a proper end: two zero blocks after the last member, and only zeros after.
+
+    tarfile stops without complaint at the first header it cannot parse, unless it is the very
+    first one. So a stream cut at a member boundary, or with a corrupted header in the middle,
+    would otherwise read as a shorter, complete archive. ``tar_end`` is where tarfile stopped.
+    """
+    if stream.length - tar_end < 2 * tarfile.BLOCKSIZE:
+        raise tarfile.ReadError(f"the archive ends at byte {stream.length} without its end marker")
+    if stream.content_end > tar_end:
+        raise tarfile.ReadError(f"unreadable tar header at byte {tar_end}")
+
+
+def _missing_members(found: _Found) -> list[str]:
+    missing = [name for name in _REQUIRED if name not in found.required]
+    if found.pages_images == 0:
+        missing.append("checkpoint/pages-*.img")
+    return missing
+
+
+def _summary(compression: Compression, found: _Found, uncompressed_bytes: int) -> ArchiveSummary:
+    config = found.config
+    return ArchiveSummary(
+        compression=compression,
+        container_name=_text(config, "name"),
+        container_id=_text(config, "id"),
+        # rootfsImageName is the resolved name with its tag; RawImageName is what the user
+        # typed, the only name there is when podman could not resolve one.
+        image_name=_text(config, "rootfsImageName") or _text(config, "RawImageName"),
+        image_id=_text(config, "rootfsImageID"),
+        runtime=_text(config, "runtime"),
+        created=_text(config, "createdTime"),
+        memory_bytes=found.memory_bytes,
+        rootfs_diff_bytes=found.rootfs_diff_bytes,
+        process_count=found.process_count,
+        thread_count=found.thread_count,
+        member_count=found.member_count,
+        uncompressed_bytes=uncompressed_bytes,
+    )
+
+
+def _text(config: dict[str, Any], key: str) -> str:
+    value = config.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _read_head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as file:
+            return file.read(tarfile.BLOCKSIZE)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: Path, exc: OSError) -> IntegrityError:
+    return IntegrityError(f"cannot read {path}: {exc.strerror or _one_line(exc)}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

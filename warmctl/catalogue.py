@@ -1,0 +1,476 @@
+"""The catalogue: named, numbered snapshots in one directory.
+
+Layout (see docs/design.md)::
+
+    HOME/                 0700
+      catalogue.db        SQLite: one row per snapshot, plus the next generation per name
+      archives/NAME@GEN.tar   published checkpoint archives, 0600
+      tmp/                exports in progress and links held by running resumes
+      logs/               CRIU logs kept from failed checkpoints and restores
+
+How an archive is published: podman exports into ``tmp/``; the file is hashed; then, inside one
+immediate (write-locked) SQLite transaction, it is renamed into ``archives/`` and its row
+inserted. A crash before the rename leaves a temporary file; between rename and commit, an
+archive without a row. Both are swept by later commands, and a row never points at a missing
+or half-written archive.
+
+A temporary file is owned through an exclusive ``flock`` held by the process that made it;
+the sweep deletes only files whose lock it can take, i.e. whose owner has died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from warmctl.errors import CatalogueBusyError, IntegrityError, NotFoundError, WarmctlError
+from warmctl.refs import Ref, format_ref, validate_name
+
+SCHEMA_VERSION = 1
+DEFAULT_LOCK_TIMEOUT = 30.0
+STALE_CREATING_SECONDS = 3600
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY,
+    next_generation INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    name TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    archive TEXT NOT NULL UNIQUE,
+    size_bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    compression TEXT NOT NULL,
+    container_name TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    image_name TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    ports TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    host TEXT NOT NULL,
+    criu_stats TEXT NOT NULL,
+    extra TEXT NOT NULL,
+    PRIMARY KEY (name, generation)
+);
+"""
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """What is known about a snapshot before it has a generation."""
+
+    name: str
+    container_name: str
+    container_id: str
+    image_name: str
+    image_id: str
+    compression: str
+    ports: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    host: dict[str, str] = field(default_factory=dict)  # podman/runtime/criu/kernel/hostname
+    criu_stats: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. warm-up facts
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A published snapshot: a row in the catalogue with its archive."""
+
+    name: str
+    generation: int
+    created: datetime
+    archive: Path
+    size_bytes: int
+    sha256: str
+    compression: str
+    container_name: str
+    container_id: str
+    image_name: str
+    image_id: str
+    ports: list[str]
+    labels: dict[str, str]
+    host: dict[str, str]
+    criu_stats: dict[str, int]
+    extra: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return format_ref(self.name, self.generation)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON shape documented in README."""
+        return {
+            "ref": self.ref,
+            "name": self.name,
+            "generation": self.generation,
+            "created": self.created.isoformat().replace("+00:00", "Z"),
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "compression": self.compression,
+            "container": self.container_name,
+            "container_id": self.container_id,
+            "image": self.image_name,
+            "image_id": self.image_id,
+            "ports": self.ports,
+            "labels": self.labels,
+            "host": self.host,
+            "criu_stats": self.criu_stats,
+            **({"warm": self.extra["warm"]} if "warm" in self.extra else {}),
+            "archive": str(self.archive),
+        }
+
+
+class TempFile:
+    """A file in ``tmp/`` owned by this process for as long as the object is open."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+
+    def close(self, *, remove: bool = True) -> None:
+        if self._fd >= 0:
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> TempFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _secure_mkdir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # mkdir's mode is filtered by the umask, and an existing directory keeps its mode.
+    os.chmod(path, 0o700)
+
+
+class Catalogue:
+    """The snapshot store. Any number of processes may use one catalogue at once."""
+
+    def __init__(self, home: Path, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+        self.home = home
+        self.archives_dir = home / "archives"
+        self.tmp_dir = home / "tmp"
+        self.logs_dir = home / "logs"
+        self.db_path = home / "catalogue.db"
+        self.lock_timeout = lock_timeout
+        self._db: sqlite3.Connection | None = None
+
+    # --- opening ------------------------------------------------------------------------------
+
+    def open(self) -> Catalogue:
+        try:
+            for directory in (self.home, self.archives_dir, self.tmp_dir, self.logs_dir):
+                _secure_mkdir(directory)
+        except OSError as exc:
+            raise WarmctlError(f"cannot create the catalogue at {self.home}: {exc.strerror}") \
+                from exc
+        try:
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE for writes).
+            db = sqlite3.connect(self.db_path, timeout=self.lock_timeout, isolation_level=None)
+            os.chmod(self.db_path, 0o600)
+            db.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise WarmctlError(
+                    f"catalogue {self.db_path} was written by a newer warmctl "
+                    f"(schema {version}); upgrade warmctl"
+                )
+            if version < SCHEMA_VERSION:
+                with self._write(db):
+                    # Not executescript(): it would commit our transaction early.
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            else:
+                db.execute("SELECT count(*) FROM snapshots").fetchone()
+        except sqlite3.OperationalError as exc:
+            raise self._translate(exc) from exc
+        except sqlite3.DatabaseError as exc:
+            raise IntegrityError(
+                f"catalogue {self.db_path} is unreadable: {exc}",
+                hint="restore it from a backup, or move it aside to start a new catalogue",
+            ) from exc
+        self._db = db
+        self.sweep_temporary_files()
+        return self
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> Catalogue:
+        return self.open() if self._db is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("catalogue is not open")
+        return self._db
+
+    def _translate(self, exc: sqlite3.OperationalError) -> WarmctlError:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return CatalogueBusyError(
+                f"catalogue {self.home} is busy: another warmctl held it for "
+                f"{self.lock_timeout:.0f}s",
+                hint="retry later, or raise WARMCTL_LOCK_TIMEOUT",
+            )
+        if "unable to open" in text or "readonly" in text or "disk I/O" in text:
+            return WarmctlError(f"cannot use the catalogue {self.db_path}: {text}")
+        return IntegrityError(f"catalogue {self.db_path} is unreadable: {text}")
+
+    @contextlib.contextmanager
+    def _write(self, db: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        """An immediate transaction: the write lock is taken at BEGIN or not at all."""
+        db = db or self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._translate(exc) from exc
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        try:
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            db.execute("ROLLBACK")
+            raise self._translate(exc) from exc
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            cursor = self.db.execute(sql, params)
+            cursor.row_factory = sqlite3.Row
+            return cursor.fetchall()
+        except sqlite3.OperationalError as exc:
+            raise self._translate(exc) from exc
+        except sqlite3.DatabaseError as exc:
+            raise IntegrityError(f"catalogue {self.db_path} is unreadable: {exc}") from exc
+
+    # --- temporary files ----------------------------------------------------------------------
+
+    def new_temp_file(self, suffix: str = ".partial") -> TempFile:
+        """An empty 0600 file in tmp/, locked by this process, for podman to export into."""
+        stem = f"{os.getpid()}-{uuid.uuid4().hex}"
+        creating = self.tmp_dir / f"{stem}.creating"
+        fd = os.open(creating, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # The sweep ignores fresh .creating files, so nothing can take this one between its
+        # creation and its lock; the rename keeps the inode and so the lock.
+        path = self.tmp_dir / f"{stem}{suffix}"
+        os.rename(creating, path)
+        return TempFile(path, fd)
+
+    def hold_archive(self, snapshot: Snapshot) -> TempFile:
+        """A locked hard link to a snapshot's archive, so that a concurrent rm or prune
+        cannot pull the file from under a resume or verify that is reading it."""
+        stem = f"{os.getpid()}-{uuid.uuid4().hex}"
+        path = self.tmp_dir / f"{stem}.hold"
+        try:
+            os.link(snapshot.archive, path)
+        except FileNotFoundError as exc:
+            raise IntegrityError(
+                f"archive of {snapshot.ref} is missing: {snapshot.archive}",
+                hint=f"remove the entry with: warmctl rm {snapshot.ref}",
+            ) from exc
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return TempFile(path, fd)
+
+    def sweep_temporary_files(self) -> list[Path]:
+        """Remove temporary files whose owner is gone. Returns what was removed."""
+        removed: list[Path] = []
+        try:
+            entries = list(self.tmp_dir.iterdir())
+        except FileNotFoundError:
+            return removed
+        now = time.time()
+        for path in entries:
+            if path.suffix == ".creating":
+                with contextlib.suppress(FileNotFoundError):
+                    if now - path.stat().st_mtime > STALE_CREATING_SECONDS:
+                        path.unlink()
+                        removed.append(path)
+                continue
+            if _owner_is_gone(path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+        return removed
+
+    def sweep_orphan_archives(self) -> list[Path]:
+        """Remove archives that no row names: left by a crash between rename and commit."""
+        removed: list[Path] = []
+        with self._write() as db:
+            known = {row[0] for row in db.execute("SELECT archive FROM snapshots")}
+            for path in self.archives_dir.iterdir():
+                if path.name not in known:
+                    path.unlink()
+                    removed.append(path)
+        return removed
+
+    def check_writable(self) -> None:
+        """Fail now (exit 8) if the write lock cannot be had, before touching a container:
+        a checkpoint that stops a container and then cannot be recorded would lose its state."""
+        with self._write():
+            pass
+
+    # --- publishing ---------------------------------------------------------------------------
+
+    def publish(self, temp: TempFile, record: SnapshotRecord, *, sha256: str) -> Snapshot:
+        """Give the exported archive the next generation of its name, atomically."""
+        validate_name(record.name)
+        os.chmod(temp.path, 0o600)
+        size = temp.path.stat().st_size
+        # The data must be on disk before a row can point at it.
+        fd = os.open(temp.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        created = datetime.now(UTC)
+        with self._write() as db:
+            row = db.execute(
+                "SELECT next_generation FROM names WHERE name = ?", (record.name,)
+            ).fetchone()
+            generation = row[0] if row else 1
+            archive_name = f"{format_ref(record.name, generation)}.tar"
+            db.execute(
+                "INSERT INTO names (name, next_generation) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET next_generation = excluded.next_generation",
+                (record.name, generation + 1),
+            )
+            db.execute(
+                "INSERT INTO snapshots VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record.name, generation, created.isoformat(), archive_name, size, sha256,
+                    record.compression, record.container_name, record.container_id,
+                    record.image_name, record.image_id, json.dumps(record.ports),
+                    json.dumps(record.labels), json.dumps(record.host),
+                    json.dumps(record.criu_stats), json.dumps(record.extra),
+                ),
+            )
+            os.rename(temp.path, self.archives_dir / archive_name)
+            _fsync_dir(self.archives_dir)
+        temp.close(remove=False)
+        return self.get(Ref(record.name, generation))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def list_snapshots(self, name: str | None = None) -> list[Snapshot]:
+        if name is not None:
+            rows = self._query(
+                "SELECT * FROM snapshots WHERE name = ? ORDER BY generation", (name,)
+            )
+        else:
+            rows = self._query("SELECT * FROM snapshots ORDER BY name, generation")
+        return [self._snapshot(row) for row in rows]
+
+    def get(self, ref: Ref) -> Snapshot:
+        if ref.generation is None:
+            rows = self._query(
+                "SELECT * FROM snapshots WHERE name = ? ORDER BY generation DESC LIMIT 1",
+                (ref.name,),
+            )
+        else:
+            rows = self._query(
+                "SELECT * FROM snapshots WHERE name = ? AND generation = ?",
+                (ref.name, ref.generation),
+            )
+        if not rows:
+            raise NotFoundError(f"no snapshot {ref}", hint="see: warmctl list")
+        return self._snapshot(rows[0])
+
+    def names(self) -> list[str]:
+        return [row[0] for row in self._query("SELECT DISTINCT name FROM snapshots ORDER BY 1")]
+
+    def total_size(self) -> int:
+        return int(self._query("SELECT coalesce(sum(size_bytes), 0) FROM snapshots")[0][0])
+
+    def _snapshot(self, row: sqlite3.Row) -> Snapshot:
+        return Snapshot(
+            name=row["name"],
+            generation=row["generation"],
+            created=datetime.fromisoformat(row["created"]),
+            archive=self.archives_dir / row["archive"],
+            size_bytes=row["size_bytes"],
+            sha256=row["sha256"],
+            compression=row["compression"],
+            container_name=row["container_name"],
+            container_id=row["container_id"],
+            image_name=row["image_name"],
+            image_id=row["image_id"],
+            ports=json.loads(row["ports"]),
+            labels=json.loads(row["labels"]),
+            host=json.loads(row["host"]),
+            criu_stats=json.loads(row["criu_stats"]),
+            extra=json.loads(row["extra"]),
+        )
+
+    # --- removing -----------------------------------------------------------------------------
+
+    def remove(self, snapshots: Sequence[Snapshot]) -> int:
+        """Delete rows, then their archives. Returns the bytes freed.
+
+        The rows go first, in one transaction: a crash after it leaves orphan archives that
+        the next sweep removes, never a row without its archive.
+        """
+        with self._write() as db:
+            for snap in snapshots:
+                db.execute(
+                    "DELETE FROM snapshots WHERE name = ? AND generation = ?",
+                    (snap.name, snap.generation),
+                )
+        freed = 0
+        for snap in snapshots:
+            with contextlib.suppress(FileNotFoundError):
+                freed += snap.archive.stat().st_size
+                snap.archive.unlink()
+        return freed
+
+
+def _owner_is_gone(path: Path) -> bool:
+    """True when no process holds the lock on path (its creator died or forgot it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,111 @@
+"""The entry point and the one place where errors become exit codes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from warmctl import __version__
+from warmctl.cli import list_cmd, resume, rm, show, snapshot, verify
+from warmctl.errors import ExitCode, WarmctlError
+
+app = typer.Typer(
+    name="warmctl",
+    help="Cache-warm container snapshots: named, catalogued, verified podman checkpoints.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"warmctl {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            metavar="DIR",
+            help="Catalogue directory (default: $WARMCTL_HOME, else the user data directory).",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    from warmctl.app import App, default_home
+
+    ctx.obj = App(home=home or default_home())
+    ctx.call_on_close(ctx.obj.close)
+
+
+app.command("snapshot")(snapshot.command)
+app.command("resume")(resume.command)
+app.command("list")(list_cmd.command)
+app.command("show")(show.command)
+app.command("rm")(rm.command)
+app.command("verify")(verify.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run warmctl; returns the exit status. Every error is turned into one line here."""
+    from typer._click import exceptions as click_exceptions
+
+    debug = os.environ.get("WARMCTL_DEBUG") == "1"
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="warmctl: debug: %(message)s")
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="warmctl", standalone_mode=False)
+    except click_exceptions.UsageError as exc:
+        hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
+        sys.stderr.write(f"warmctl: error: {exc.format_message()}{hint}\n")
+        return ExitCode.USAGE
+    except click_exceptions.ClickException as exc:
+        sys.stderr.write(f"warmctl: error: {exc.format_message()}\n")
+        return exc.exit_code
+    except typer.Abort:
+        sys.stderr.write("warmctl: interrupted\n")
+        return ExitCode.INTERRUPTED
+    except WarmctlError as err:
+        if debug:
+            logging.exception("error")
+        from warmctl.output import Output
+
+        Output().error(err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("warmctl: interrupted\n")
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # A reader such as `head` went away: not warmctl's failure to report.
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush
+        return ExitCode.FAILURE
+    except Exception as exc:
+        if debug:
+            raise
+        sys.stderr.write(
+            f"warmctl: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with WARMCTL_DEBUG=1 for a traceback)\n"
+        )
+        return ExitCode.FAILURE
+    if result == ExitCode.INTERRUPTED:
+        sys.stderr.write("warmctl: interrupted\n")
+    return result if isinstance(result, int) else ExitCode.OK
+
+
+def cli() -> NoReturn:
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""warmctl resume REF"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from warmctl.cli.options import JsonOption, QuietOption, RefArgument, app_of, output_for
+
+
+def command(
+    ctx: typer.Context,
+    ref: RefArgument,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", "-n", metavar="CONTAINER",
+                     help="Container name (default: the snapshot's source container's).",
+                     show_default=False),
+    ] = None,
+    publish: Annotated[
+        list[str] | None,
+        typer.Option("--publish", "-p", metavar="SPEC",
+                     help="Publish a port, as podman's --publish (repeatable). "
+                          "Default: the ports the source container published."),
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Remove an existing container of that name first.")
+    ] = False,
+    tcp_established: Annotated[
+        bool, typer.Option("--tcp-established", help="Restore established TCP connections.")
+    ] = False,
+    file_locks: Annotated[bool, typer.Option("--file-locks", help="Restore file locks.")] = False,
+    json_mode: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Restore a snapshot as a running container; prints the container's name."""
+    from warmctl.refs import parse_ref
+    from warmctl.snapshots import ResumeOptions, resume_snapshot
+
+    parsed = parse_ref(ref)
+    app = app_of(ctx)
+    out = output_for(json_mode, quiet)
+    options = ResumeOptions(
+        name=name,
+        publish=tuple(publish or ()),
+        replace=replace,
+        tcp_established=tcp_established,
+        file_locks=file_locks,
+    )
+    catalogue = app.catalogue()
+    with out.progress(f"resume {ref}") as progress:
+        container = resume_snapshot(catalogue, app.podman, parsed, options, progress)
+    if json_mode:
+        out.json({"ref": catalogue.get(parsed).ref, "container": container})
+    else:
+        out.line(container)

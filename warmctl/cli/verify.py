@@ -1,0 +1,41 @@
+"""warmctl verify [REF...]"""
+
+from __future__ import annotations
+
+import typer
+
+from warmctl.cli.options import JsonOption, OptionalRefsArgument, QuietOption, app_of, output_for
+
+
+def command(
+    ctx: typer.Context,
+    refs: OptionalRefsArgument = None,
+    json_mode: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Recompute digests and check archive structure (all snapshots when none is named).
+
+    Exits 5 when any archive is corrupt.
+    """
+    from warmctl.errors import IntegrityError
+    from warmctl.refs import parse_ref
+    from warmctl.snapshots import resolve_refs, verify_snapshot
+
+    out = output_for(json_mode, quiet)
+    catalogue = app_of(ctx).catalogue()
+    if refs:
+        snapshots = resolve_refs(catalogue, [parse_ref(ref) for ref in refs])
+    else:
+        snapshots = catalogue.list_snapshots()
+    results = []
+    with out.progress("verify") as progress:
+        for snap in snapshots:
+            results.append(verify_snapshot(catalogue, snap, progress))
+    bad = [r for r in results if not r.ok]
+    if json_mode:
+        out.json([r.to_dict() for r in results])
+    else:
+        for r in results:
+            out.line(f"{r.snapshot.ref}\t{'ok' if r.ok else 'CORRUPT: ' + r.problem}")
+    if bad:
+        raise IntegrityError(f"{len(bad)} of {len(results)} snapshot(s) failed verification")

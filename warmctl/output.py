@@ -1,0 +1,164 @@
+"""Rendering: results to stdout (tables or JSON), messages and progress to stderr.
+
+The only module that knows about rich. Commands hand it data; it decides how a terminal, a
+pipe or a script sees it. rich is imported on first use so that ``--help`` and completion stay
+light.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+from warmctl.errors import WarmctlError
+from warmctl.units import format_duration, format_size
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class Progress:
+    """Receives progress from library code. This base class ignores it."""
+
+    def phase(self, text: str) -> None:
+        """A new phase begins (e.g. 'checkpointing')."""
+
+    def advance(self, count: int) -> None:
+        """Another ``count`` bytes written or read in this phase."""
+
+    def watch_file(self, path: Any) -> None:
+        """Report the growing size of a file some other program writes."""
+
+    def stop_watching(self) -> None: ...
+
+
+class LiveProgress(Progress):
+    """One live line on stderr: phase, bytes, elapsed time. Only used on a terminal."""
+
+    def __init__(self, console: Console, verb: str) -> None:
+        from rich.live import Live
+        from rich.text import Text
+
+        self._text = Text
+        self._verb = verb
+        self._phase = "starting"
+        self._bytes: int | None = None
+        self._start = time.monotonic()
+        self._phase_start = self._start
+        self._watched: Any = None
+        self._live = Live(self._render(), console=console, transient=True,
+                          refresh_per_second=4, get_renderable=self._render)
+
+    def _render(self) -> Any:
+        now = time.monotonic()
+        if self._watched is not None:
+            with suppress(OSError):
+                self._bytes = self._watched.stat().st_size
+        parts = [f"{self._verb}: {self._phase}"]
+        if self._bytes is not None:
+            rate = self._bytes / max(now - self._phase_start, 1e-3)
+            parts.append(f"{format_size(self._bytes)} ({format_size(int(rate))}/s)")
+        parts.append(format_duration(now - self._start))
+        return self._text(" · ".join(parts), style="cyan")
+
+    def phase(self, text: str) -> None:
+        self._phase = text
+        self._bytes = None
+        self._phase_start = time.monotonic()
+
+    def advance(self, count: int) -> None:
+        self._bytes = (self._bytes or 0) + count
+
+    def watch_file(self, path: Any) -> None:
+        self._watched = path
+
+    def stop_watching(self) -> None:
+        self._watched = None
+
+    def __enter__(self) -> LiveProgress:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._live.__exit__(*exc)
+
+
+class Output:
+    def __init__(self, *, json_mode: bool = False, quiet: bool = False) -> None:
+        self.json_mode = json_mode
+        self.quiet = quiet
+        self._lock = threading.Lock()
+
+    def _console(self, stderr: bool) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=stderr, highlight=False, soft_wrap=not stderr)
+
+    # --- results (stdout) ---------------------------------------------------------------------
+
+    def json(self, data: Any) -> None:
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    def line(self, text: str) -> None:
+        """A plain result line on stdout (a reference, a container name)."""
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]],
+              *, empty: str = "") -> None:
+        if not rows and empty:
+            self.info(empty)
+            return
+        from rich.box import SIMPLE_HEAD
+        from rich.table import Table
+
+        table = Table(box=SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        self._console(stderr=False).print(table)
+
+    def fields(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Key/value lines for `show`."""
+        width = max((len(key) for key, _ in pairs), default=0)
+        for key, value in pairs:
+            sys.stdout.write(f"{key.ljust(width)}  {value}\n")
+        sys.stdout.flush()
+
+    # --- messages (stderr) --------------------------------------------------------------------
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            sys.stderr.write(text + "\n")
+
+    def warn(self, text: str) -> None:
+        sys.stderr.write(f"warmctl: warning: {text}\n")
+
+    def error(self, err: WarmctlError) -> None:
+        line = f"warmctl: error: {err.message}"
+        if err.hint:
+            line += f" ({err.hint})"
+        sys.stderr.write(line.replace("\n", " ") + "\n")
+
+    @contextmanager
+    def progress(self, verb: str) -> Iterator[Progress]:
+        """A live line on a terminal; nothing when stderr is a pipe, or with -q or --json."""
+        if self.quiet or self.json_mode or not sys.stderr.isatty():
+            yield Progress()
+            return
+        with LiveProgress(self._console(stderr=True), verb) as live:
+            yield live
+
+
+def noop_progress() -> Progress:
+    return Progress()
+
+
+ProgressFactory = Callable[[str], Progress]
