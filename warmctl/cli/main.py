@@ -11,7 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from warmctl import __version__
-from warmctl.cli import list_cmd, resume, rm, show, snapshot, verify
+from warmctl.cli import list_cmd, prune, resume, rm, show, snapshot, verify, warm
 from warmctl.errors import ExitCode, WarmctlError
 
 app = typer.Typer(
@@ -52,12 +52,14 @@ def main_callback(
     ctx.call_on_close(ctx.obj.close)
 
 
+app.command("warm")(warm.command)
 app.command("snapshot")(snapshot.command)
 app.command("resume")(resume.command)
 app.command("list")(list_cmd.command)
 app.command("show")(show.command)
 app.command("rm")(rm.command)
 app.command("verify")(verify.command)
+app.command("prune")(prune.command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,30 @@
+"""Host-side warm-up and readiness commands for memcached, as a sysadmin would write them.
+
+    python3 mctool.py fill PORT COUNT SEED    store COUNT known random values
+    python3 mctool.py ready PORT COUNT        exit 0 when memcached holds at least COUNT items
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mcclient import MemcacheClient, random_items
+
+
+def main(argv: list[str]) -> int:
+    command, port = argv[0], int(argv[1])
+    if command == "fill":
+        with MemcacheClient(port) as client:
+            client.set_many(random_items(int(argv[2]), 4096, int(argv[3])))
+        return 0
+    if command == "ready":
+        with MemcacheClient(port) as client:
+            items = int(client.stats()["curr_items"])
+        print(f"{items} items")
+        return 0 if items >= int(argv[2]) else 1
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

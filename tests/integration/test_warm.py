@@ -1,0 +1,142 @@
+"""warm on real podman: memcached filled by a host warm-up script, a Java service that builds
+its state at start, and a readiness probe that never succeeds."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import IMAGES, Containers, Warmctl, free_port, podman
+from mcclient import MemcacheClient, iter_missing_or_different, random_items, wait_for_memcached
+
+pytestmark = pytest.mark.podman
+
+HERE = Path(__file__).parent
+MCTOOL = f"{shlex.quote(sys.executable)} {shlex.quote(str(HERE / 'mctool.py'))}"
+
+
+def test_warm_memcached_with_host_warmup_then_resume(
+    warmctl: Warmctl, containers: Containers
+) -> None:
+    count, seed = 4000, 11
+    port = free_port()
+    container = containers.name("warm")
+    out = warmctl(
+        "warm", IMAGES["memcached"], "mcwarm", "--container", container,
+        "-p", f"127.0.0.1:{port}:11211",
+        "--warmup", f"{MCTOOL} fill {port} {count} {seed}",
+        "--ready", f"{MCTOOL} ready {port} {count}",
+        "--interval", "200ms", "--timeout", "2m", "--label", "via=warm",
+    )
+    assert out.stdout.strip() == "mcwarm@1"
+    assert containers.state(container) == "exited"
+
+    entry = warmctl("show", "mcwarm", "--json").json()
+    assert isinstance(entry, dict)
+    assert entry["warm"]["image"] == IMAGES["memcached"]
+    assert entry["warm"]["probe_attempts"] >= 1
+    assert entry["warm"]["warmup"].endswith(f"fill {port} {count} {seed}")
+    assert entry["labels"] == {"via": "warm"}
+
+    assert warmctl("resume", "mcwarm").stdout.strip() == container
+    wait_for_memcached(port)
+    items = random_items(count, 4096, seed)
+    with MemcacheClient(port) as client:
+        got = client.get_many(list(items))
+    assert list(iter_missing_or_different(items, got)) == []
+
+
+def test_warm_not_ready_exits_9_and_leaves_nothing(
+    warmctl: Warmctl, containers: Containers
+) -> None:
+    container = containers.name("never")
+    started = time.monotonic()
+    result = warmctl(
+        "warm", IMAGES["busybox"], "never", "--container", container,
+        "--ready", "echo still cold; exit 1", "--interval", "300ms", "--timeout", "3s",
+        "--", "sleep", "1000", check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 9, result.stderr
+    assert "still cold" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert elapsed < 3 + 30  # the timeout, plus podman's start and removal
+    assert containers.state(container) is None
+    assert warmctl("list", "--json").json() == []
+
+
+def test_warm_failing_warmup_exits_9_and_keep_on_failure_keeps_it(
+    warmctl: Warmctl, containers: Containers
+) -> None:
+    container = containers.name("badwarm")
+    result = warmctl(
+        "warm", IMAGES["busybox"], "badwarm", "--container", container,
+        "--warmup-exec", "sh -c 'echo no such data >&2; exit 3'", "--keep-on-failure",
+        "--", "sleep", "1000", check=False,
+    )
+    assert result.returncode == 9, result.stderr
+    assert "no such data" in result.stderr
+    assert containers.state(container) == "running"
+    assert warmctl("list", "--json").json() == []
+
+
+def test_warm_of_a_missing_image_is_not_found(warmctl: Warmctl) -> None:
+    result = warmctl("warm", "localhost/warmctl-test/no-such-image", "x", check=False)
+    assert result.returncode == 3
+    assert "not on this host" in result.stderr
+
+
+def _get(port: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+        data: dict[str, object] = json.loads(response.read())
+        return data
+
+
+@pytest.fixture(scope="module")
+def state_server_classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("java-classes")
+    subprocess.run(["javac", "-d", str(out), str(HERE / "java" / "StateServer.java")],
+                   check=True)
+    out.chmod(0o755)
+    return out
+
+
+def test_warm_java_service_then_resume_keeps_its_state(
+    warmctl: Warmctl, containers: Containers, state_server_classes: Path
+) -> None:
+    port = free_port()
+    container = containers.name("java")
+    ready = (f"{shlex.quote(sys.executable)} -c \"import urllib.request; "
+             f"urllib.request.urlopen('http://127.0.0.1:{port}/', timeout=2)\"")
+    warmctl(
+        "warm", IMAGES["java"], "javasvc", "--container", container,
+        "-p", f"127.0.0.1:{port}:8080", "-v", f"{state_server_classes}:/app:ro",
+        "--ready", ready, "--interval", "500ms", "--timeout", "5m",
+        "--", "-Xmx256m", "-cp", "/app", "StateServer", "300000",
+    )
+    # The probe's requests were served before the snapshot; remember what the service was.
+    podman("rm", "--force", container)
+
+    assert warmctl("resume", "javasvc").stdout.strip() == container
+    first = _get(port)
+    entry = warmctl("show", "javasvc", "--json").json()
+    assert isinstance(entry, dict)
+    attempts = entry["warm"]["probe_attempts"]
+    assert first["entries"] == 300000
+    # Not rebuilt: the request counter goes on from the readiness probe's successful request.
+    assert first["served"] == 2, first
+
+    other_port = free_port()
+    warmctl("resume", "javasvc", "--name", containers.name("java2"),
+            "--publish", f"127.0.0.1:{other_port}:8080")
+    second = _get(other_port)
+    assert second["nonce"] == first["nonce"]
+    assert second["checksum"] == first["checksum"]
+    assert second["served"] == 2
+    assert attempts >= 1

@@ -1,0 +1,87 @@
+"""warmctl prune [NAME...]"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from warmctl.cli.completion import complete_names
+from warmctl.cli.options import JsonOption, QuietOption, app_of, output_for
+
+
+def command(
+    ctx: typer.Context,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[NAME]...", help="Only these snapshot names (default: all).",
+                       autocompletion=complete_names, show_default=False),
+    ] = None,
+    keep_last: Annotated[
+        int | None,
+        typer.Option("--keep-last", metavar="N", help="Keep the N newest generations per name.",
+                     show_default=False),
+    ] = None,
+    keep_within: Annotated[
+        str | None,
+        typer.Option("--keep-within", metavar="DURATION",
+                     help="Keep generations created within DURATION of their name's newest "
+                          "(e.g. 7d).", show_default=False),
+    ] = None,
+    max_total_size: Annotated[
+        str | None,
+        typer.Option("--max-total-size", metavar="SIZE",
+                     help="Drop the oldest generations, across names, until the total fits "
+                          "(e.g. 20G).", show_default=False),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Print what would go, and why; delete nothing.")
+    ] = False,
+    json_mode: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Remove snapshots that no retention policy keeps (a generation is kept if any policy
+    keeps it), then orphan archives and abandoned temporary files."""
+    from warmctl.refs import validate_name
+    from warmctl.retention import Generation, Policy, plan_prune, summarize_plan
+    from warmctl.units import format_size, parse_duration, parse_size
+
+    policy = Policy(
+        keep_last=keep_last,
+        keep_within=parse_duration(keep_within) if keep_within is not None else None,
+        max_total_size=parse_size(max_total_size) if max_total_size is not None else None,
+    )
+    selected = [validate_name(n) for n in names or []]
+    out = output_for(json_mode, quiet)
+    catalogue = app_of(ctx).catalogue()
+    snapshots = [s for s in catalogue.list_snapshots() if not selected or s.name in selected]
+    by_ref = {s.ref: s for s in snapshots}
+    decisions = plan_prune(
+        [Generation(s.name, s.generation, s.created, s.size_bytes) for s in snapshots], policy
+    )
+    plan = summarize_plan(decisions)
+    freed = plan.bytes_freed
+    orphans: list[str] = []
+    if not dry_run:
+        freed = catalogue.remove([by_ref[g.ref] for g in plan.removed])
+        orphans = [p.name for p in catalogue.sweep_orphan_archives()]
+        orphans += [p.name for p in catalogue.sweep_temporary_files()]
+    if json_mode:
+        out.json({
+            "dry_run": dry_run,
+            "removed": [{"ref": d.generation.ref, "reasons": list(d.reasons)}
+                        for d in decisions if not d.keep],
+            "kept": [{"ref": d.generation.ref, "reasons": list(d.reasons)}
+                     for d in decisions if d.keep],
+            "bytes_freed": freed,
+            "leftovers_removed": orphans,
+        })
+        return
+    verb = "would remove" if dry_run else "removed"
+    for d in decisions:
+        action = "keep" if d.keep else ("would remove" if dry_run else "remove")
+        out.line(f"{action}\t{d.generation.ref}\t{'; '.join(d.reasons)}")
+    for name in orphans:
+        out.info(f"removed leftover {name}")
+    out.info(f"{verb} {len(plan.removed)} snapshot(s), "
+             f"{'would free' if dry_run else 'freed'} {format_size(freed)}")

@@ -1,0 +1,239 @@
+"""warm: run a container from an image, warm it up, wait until it is ready, snapshot it.
+
+Warm-up and readiness commands come from the user: host commands run through ``/bin/sh -c``
+(they are shell command lines by design), commands inside the container run through
+``podman exec`` split like a shell would split them, so images without a shell work too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from warmctl.catalogue import Catalogue, Snapshot
+from warmctl.errors import NotFoundError, NotReadyError, UsageError, WarmctlError
+from warmctl.output import Progress
+from warmctl.podman import CommandResult, Podman
+from warmctl.snapshots import SnapshotOptions, take_snapshot
+
+_OUTPUT_LIMIT = 300  # characters of a failing command's output shown in the error
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    image: str
+    container: str
+    command: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    podman_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Readiness:
+    host_command: str | None = None
+    exec_command: str | None = None
+    tcp_port: int | None = None
+    interval: float = 2.0
+    timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        given = [x for x in (self.host_command, self.exec_command, self.tcp_port) if x is not None]
+        if len(given) > 1:
+            raise UsageError("give at most one of --ready, --ready-exec and --ready-tcp")
+        if self.interval <= 0:
+            raise UsageError("--interval must be positive")
+
+    @property
+    def configured(self) -> bool:
+        return any(x is not None for x in (self.host_command, self.exec_command, self.tcp_port))
+
+    def describe(self) -> str | None:
+        if self.host_command is not None:
+            return self.host_command
+        if self.exec_command is not None:
+            return f"exec: {self.exec_command}"
+        if self.tcp_port is not None:
+            return f"tcp: {self.tcp_port}"
+        return None
+
+
+@dataclass(frozen=True)
+class WarmPlan:
+    spec: ContainerSpec
+    name: str
+    warmup: str | None = None
+    warmup_exec: str | None = None
+    readiness: Readiness = field(default_factory=Readiness)
+    snapshot: SnapshotOptions = field(default_factory=SnapshotOptions)
+    keep_on_failure: bool = False
+
+
+@dataclass
+class _Attempt:
+    ok: bool
+    output: str
+
+
+def warm(
+    catalogue: Catalogue,
+    podman: Podman,
+    plan: WarmPlan,
+    progress: Progress,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> Snapshot:
+    """Run, warm, wait for ready, snapshot. On failure the container is removed (unless
+    ``keep_on_failure``) and nothing is recorded."""
+    spec = plan.spec
+    if not podman.image_exists(spec.image):
+        raise NotFoundError(
+            f"image {spec.image} is not on this host",
+            hint="podman pull, load or import it first",
+        )
+    catalogue.check_writable()
+    started = clock()
+    progress.phase("starting")
+    podman.run_detached(
+        spec.image, name=spec.container, publish=spec.publish, env=spec.env,
+        volumes=spec.volumes, extra_args=spec.podman_args, command=spec.command,
+    )
+    try:
+        if plan.warmup is not None or plan.warmup_exec is not None:
+            progress.phase("warming")
+            _run_warmup(podman, plan, deadline=started + plan.readiness.timeout, clock=clock)
+        attempts = 0
+        if plan.readiness.configured:
+            attempts = _wait_until_ready(podman, plan, progress, started=started, clock=clock)
+        warm_seconds = round(clock() - started, 3)
+        progress.phase("snapshotting")
+        extra = {"warm": {
+            "image": spec.image,
+            "command": list(spec.command),
+            "warmup": plan.warmup,
+            "warmup_exec": plan.warmup_exec,
+            "ready": plan.readiness.describe(),
+            "warm_seconds": warm_seconds,
+            "probe_attempts": attempts,
+        }}
+        return take_snapshot(catalogue, podman, spec.container, plan.name, plan.snapshot,
+                             progress, extra=extra)
+    except BaseException:
+        if not plan.keep_on_failure:
+            with contextlib.suppress(WarmctlError):
+                podman.remove_container(spec.container)
+        raise
+
+
+def _host_env(plan: WarmPlan) -> dict[str, str]:
+    return {**os.environ, "WARMCTL_CONTAINER": plan.spec.container, "WARMCTL_NAME": plan.name}
+
+
+def _run_host(command: str, env: dict[str, str], timeout: float) -> _Attempt:
+    try:
+        proc = subprocess.run(  # noqa: S603 - the user's own shell command line, by design
+            ["/bin/sh", "-c", command], capture_output=True, text=True, errors="replace",
+            env=env, timeout=max(timeout, 0.1), stdin=subprocess.DEVNULL, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return _Attempt(False, f"timed out after {timeout:.0f}s")
+    return _Attempt(proc.returncode == 0, _last_output(proc.stdout, proc.stderr, proc.returncode))
+
+
+def _run_exec(podman: Podman, container: str, command: str, timeout: float) -> _Attempt:
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise UsageError(f"cannot split {command!r}: {exc}") from exc
+    try:
+        result: CommandResult = podman.exec(container, argv, timeout=max(timeout, 0.1))
+    except WarmctlError as err:
+        return _Attempt(False, err.message)
+    return _Attempt(result.returncode == 0,
+                    _last_output(result.stdout, result.stderr, result.returncode))
+
+
+def _run_warmup(podman: Podman, plan: WarmPlan, *, deadline: float,
+                clock: Callable[[], float]) -> None:
+    if plan.warmup is not None:
+        attempt = _run_host(plan.warmup, _host_env(plan), deadline - clock())
+        if not attempt.ok:
+            raise NotReadyError(f"warm-up command failed: {attempt.output}")
+    if plan.warmup_exec is not None:
+        attempt = _run_exec(podman, plan.spec.container, plan.warmup_exec, deadline - clock())
+        if not attempt.ok:
+            raise NotReadyError(f"warm-up inside the container failed: {attempt.output}")
+
+
+def _wait_until_ready(podman: Podman, plan: WarmPlan, progress: Progress, *, started: float,
+                      clock: Callable[[], float]) -> int:
+    """Retry the readiness probe every interval until it succeeds; returns the attempts."""
+    readiness = plan.readiness
+    deadline = started + readiness.timeout
+    tcp_target = _tcp_target(podman, plan) if readiness.tcp_port is not None else None
+    attempts = 0
+    last = _Attempt(False, "no attempt made")
+    while True:
+        attempts += 1
+        progress.phase(f"waiting for ready: attempt {attempts}")
+        attempt_started = clock()
+        budget = max(min(readiness.interval * 5, deadline - attempt_started), 0.1)
+        if readiness.host_command is not None:
+            last = _run_host(readiness.host_command, _host_env(plan), budget)
+        elif readiness.exec_command is not None:
+            last = _run_exec(podman, plan.spec.container, readiness.exec_command, budget)
+        elif tcp_target is not None:
+            last = _tcp_connect(*tcp_target, timeout=min(budget, readiness.interval))
+        if last.ok:
+            return attempts
+        _fail_if_container_died(podman, plan.spec.container, last)
+        next_attempt = attempt_started + readiness.interval
+        if next_attempt >= deadline:
+            raise NotReadyError(
+                f"not ready after {readiness.timeout:g}s and {attempts} probe attempt(s); "
+                f"last probe: {last.output}"
+            )
+        time.sleep(max(next_attempt - clock(), 0))
+
+
+def _fail_if_container_died(podman: Podman, container: str, last: _Attempt) -> None:
+    info = podman.inspect_container(container)
+    if info is None or not info.running:
+        state = info.state if info is not None else "gone"
+        raise NotReadyError(f"container {container} is {state} before it was ready; "
+                            f"last probe: {last.output}")
+
+
+def _tcp_target(podman: Podman, plan: WarmPlan) -> tuple[str, int]:
+    """Where to connect for --ready-tcp PORT: the host side of the published PORT."""
+    port = plan.readiness.tcp_port
+    info = podman.inspect_container(plan.spec.container)
+    for binding in info.ports if info else []:
+        host_part, _, container_part = binding.rpartition(":")
+        host_ip, _, host_port = host_part.rpartition(":")
+        if container_part.split("/")[0] == str(port) or host_port == str(port):
+            return (host_ip if host_ip not in ("", "0.0.0.0") else "127.0.0.1"), int(host_port)
+    raise UsageError(f"--ready-tcp {port}: the container publishes no such port (use -p)")
+
+
+def _tcp_connect(host: str, port: int, timeout: float) -> _Attempt:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return _Attempt(True, "connected")
+    except OSError as exc:
+        return _Attempt(False, f"connect to {host}:{port}: {exc.strerror or exc}")
+
+
+def _last_output(stdout: str, stderr: str, returncode: int) -> str:
+    text = " ".join((stderr.strip() or stdout.strip()).split())
+    if len(text) > _OUTPUT_LIMIT:
+        text = "..." + text[-_OUTPUT_LIMIT:]
+    return f"exit {returncode}" + (f": {text}" if text else "")
+
