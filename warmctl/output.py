@@ -102,8 +102,18 @@ class Output:
     # --- results (stdout) ---------------------------------------------------------------------
 
     def json(self, data: Any) -> None:
-        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        # Indented for a person at a terminal; compact for pipes, where json's C encoder
+        # is several times faster (indent forces the pure-Python one).
+        indent = 2 if sys.stdout.isatty() else None
+        sys.stdout.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
         sys.stdout.flush()
+
+    def json_text(self, text: str) -> None:
+        """JSON already encoded (by SQLite); re-indented for a person at a terminal."""
+        if sys.stdout.isatty():
+            self.json(json.loads(text))
+        else:
+            self.line(text)
 
     def line(self, text: str) -> None:
         """A plain result line on stdout (a reference, a container name)."""
@@ -115,15 +125,29 @@ class Output:
         if not rows and empty:
             self.info(empty)
             return
+        if not sys.stdout.isatty():
+            # For pipes, grep and awk: aligned plain columns, never wrapped or cut.
+            self._plain_table(columns, rows)
+            return
         from rich.box import SIMPLE_HEAD
         from rich.table import Table
 
         table = Table(box=SIMPLE_HEAD, pad_edge=False, show_edge=False)
-        for column in columns:
-            table.add_column(column, overflow="fold")
+        for index, column in enumerate(columns):
+            # The last column (labels, free text) folds; the others never wrap.
+            last = index == len(columns) - 1
+            table.add_column(column, no_wrap=not last, overflow="fold" if last else "ellipsis")
         for row in rows:
             table.add_row(*row)
         self._console(stderr=False).print(table)
+
+    def _plain_table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        lines = [columns, *rows]
+        widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
+        for row in lines:
+            line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            sys.stdout.write(line.rstrip() + "\n")
+        sys.stdout.flush()
 
     def fields(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Key/value lines for `show`."""
@@ -131,6 +155,19 @@ class Output:
         for key, value in pairs:
             sys.stdout.write(f"{key.ljust(width)}  {value}\n")
         sys.stdout.flush()
+
+    def statuses(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Lines of (status, name, text), as doctor prints them: ``ok    criu          4.2.1``.
+        The status word is coloured on a terminal; the text is never read as markup."""
+        from rich.text import Text
+
+        styles = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+        console = self._console(stderr=False)
+        width = max((len(name) for _, name, _ in rows), default=0) + 3
+        for status, name, text in rows:
+            line = Text(status.ljust(6), style=styles.get(status, ""))
+            line.append(name.ljust(width) + text)
+            console.print(line)
 
     # --- messages (stderr) --------------------------------------------------------------------
 

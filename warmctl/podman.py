@@ -105,6 +105,7 @@ class ContainerInfo:
     image_id: str
     state: str  # podman's status word: running, exited, created, ...
     checkpointed: bool
+    pid: int = 0  # the container's init process on the host, 0 when not running
     ports: list[str] = field(default_factory=list)  # "HOST_IP:HOST_PORT:CONTAINER_PORT/PROTO"
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -135,6 +136,8 @@ class HostVersions:
     hostname: str
     cgroup_manager: str = ""
     cgroup_version: str = ""
+    # The runtime's whole --version text: crun lists its build features (+CRIU) there.
+    runtime_details: str = ""
 
 
 class Podman(ABC):
@@ -236,16 +239,20 @@ class PodmanCLI(Podman):
     def _error(
         self, result: CommandResult, what: str, default: type[PodmanError]
     ) -> PodmanError:
+        # Imported here: diagnose reads host, which imports this module.
+        from warmctl.diagnose import diagnose
+
         stderr = result.stderr.strip()
         first = _first_error_line(stderr)
         message = f"{what} failed: {first}" if first else f"{what} failed"
+        hint = diagnose(stderr)
         if any(p.search(stderr) for p in _CONFLICT_PATTERNS):
             return PodmanConflictError(message, argv=result.argv, returncode=result.returncode,
-                                       stderr=stderr)
+                                       stderr=stderr, hint=hint)
         match = _CRIU_LOG.search(stderr)
         criu_log = Path(match.group(1)) if match else None
         return default(message, argv=result.argv, returncode=result.returncode,
-                       stderr=stderr, criu_log=criu_log)
+                       stderr=stderr, criu_log=criu_log, hint=hint)
 
     def _json(self, *args: str) -> Any:
         result = self._check(self._run(*args), f"podman {args[0]}")
@@ -267,6 +274,7 @@ class PodmanCLI(Podman):
             hostname=str(host.get("hostname", os.uname().nodename)),
             cgroup_manager=str(host.get("cgroupManager", "")),
             cgroup_version=str(host.get("cgroupVersion", "")),
+            runtime_details=str(runtime.get("version", "")),
         )
 
     def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
@@ -441,6 +449,7 @@ def _container_info(data: dict[str, Any]) -> ContainerInfo:
         image_id=str(data.get("Image", "")),
         state=str(state.get("Status", "")),
         checkpointed=bool(state.get("Checkpointed", False)),
+        pid=int(state.get("Pid") or 0),
         ports=ports,
         labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
     )

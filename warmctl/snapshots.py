@@ -6,6 +6,7 @@ Nothing here prints; callers pass a ``Progress`` and render what comes back.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -15,11 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from warmctl import archive, host
+from warmctl import archive, host, scratch, transcode
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
+from warmctl.diagnose import criu_errors, diagnose
 from warmctl.errors import (
     CheckpointError,
     ConflictError,
+    HostError,
     IntegrityError,
     NotFoundError,
     PodmanError,
@@ -31,7 +34,6 @@ from warmctl.podman import COMPRESSIONS, Podman
 from warmctl.refs import Ref, is_valid_name, validate_name
 
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
-_CRIU_ERROR = re.compile(r"\bError \(")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ def take_snapshot(
     validate_name(name)
     if options.compress not in COMPRESSIONS:
         raise UsageError(f"--compress must be one of {', '.join(COMPRESSIONS)}")
+    criu_version = require_usable_criu()
     progress.phase("inspecting")
     info = podman.inspect_container(container)
     if info is None:
@@ -103,21 +106,29 @@ def take_snapshot(
             "podman": versions.podman,
             "runtime": versions.runtime,
             "runtime_version": versions.runtime_version,
-            "criu": host.criu_version(),
+            "criu": criu_version,
             "kernel": versions.kernel,
             "hostname": versions.hostname,
         },
         extra=extra or {},
     )
-    with catalogue.new_temp_file() as temp:
+    with contextlib.ExitStack() as stack:
+        temp = stack.enter_context(catalogue.new_temp_file())
+        # For zstd, podman writes a plain tar and warmctl compresses it on all cores while
+        # hashing (see warmctl/transcode.py); gzip and none are written by podman directly.
+        ours_to_compress = options.compress == "zstd"
+        export = (
+            stack.enter_context(scratch.plain_tar(catalogue, scratch.process_tree_rss(info.pid)))
+            if ours_to_compress else temp.path
+        )
         progress.phase("checkpointing")
-        progress.watch_file(temp.path)
+        progress.watch_file(export)
         try:
             result = podman.checkpoint(
                 info.id,
-                temp.path,
+                export,
                 leave_running=options.leave_running,
-                compress=options.compress,
+                compress="none" if ours_to_compress else options.compress,
                 tcp_established=options.tcp_established,
                 file_locks=options.file_locks,
             )
@@ -125,10 +136,19 @@ def take_snapshot(
             raise keep_criu_log(catalogue, err, f"{name}-dump") from err
         finally:
             progress.stop_watching()
-        progress.phase("hashing")
-        digest = archive.sha256_file(temp.path, progress.advance)
+        plain_bytes = export.stat().st_size
+        if ours_to_compress:
+            progress.phase("compressing")
+            digest = transcode.compress_zstd(export, temp.path, progress.advance)
+        else:
+            progress.phase("hashing")
+            digest = archive.sha256_file(temp.path, progress.advance)
         progress.phase("publishing")
-        record = SnapshotRecord(**{**record.__dict__, "criu_stats": result.criu_statistics})
+        record = dataclasses.replace(
+            record,
+            criu_stats=result.criu_statistics,
+            extra={**record.extra, "plain_bytes": plain_bytes},
+        )
         return catalogue.publish(temp, record, sha256=digest)
 
 
@@ -150,12 +170,24 @@ def resume_snapshot(
 ) -> str:
     """Restore a snapshot as a running container; returns the container's name."""
     snapshot = catalogue.get(ref)
+    require_usable_criu()
     target = options.name or snapshot.container_name
-    with catalogue.hold_archive(snapshot) as held:
-        # The digest is checked on the very file podman will read (a hard link that a
-        # concurrent rm or prune cannot take away).
-        progress.phase("verifying digest")
-        check_digest(snapshot, held.path, progress)
+    with contextlib.ExitStack() as stack:
+        # The archive is read through a hard link that a concurrent rm or prune cannot take
+        # away, and its digest is checked on the very bytes podman will get.
+        held = stack.enter_context(catalogue.hold_archive(snapshot))
+        source = held.path
+        if archive.detect_compression(held.path) == "none":
+            progress.phase("verifying digest")
+            check_digest(snapshot, held.path, progress)
+        else:
+            # podman's own decompression is single-threaded and slow; expand it here, once,
+            # hashing as we read.
+            expected = int(snapshot.extra.get("plain_bytes") or 3 * snapshot.size_bytes)
+            source = stack.enter_context(scratch.plain_tar(catalogue, expected))
+            progress.phase("expanding and verifying")
+            digest = transcode.expand(held.path, source, progress.advance)
+            compare_digest(snapshot, digest)
         existing = podman.inspect_container(target)
         if existing is not None:
             ours = existing.id == snapshot.container_id and not existing.running
@@ -169,21 +201,22 @@ def resume_snapshot(
         progress.phase("restoring")
         try:
             podman.restore(
-                held.path,
+                source,
                 name=target,
                 publish=options.publish,
                 tcp_established=options.tcp_established,
                 file_locks=options.file_locks,
             )
         except PodmanError as err:
+            # First keep CRIU's log: it lives in the leftover container's directory.
+            if isinstance(err, CheckpointError):
+                keep_criu_log(catalogue, err, f"{snapshot.name}-restore")
             # podman may leave a created-but-not-running container behind; it is not ours
             # to keep, and it would hold the name for the next attempt.
             with contextlib.suppress(WarmctlError):
                 leftover = podman.inspect_container(target)
                 if leftover is not None and not leftover.running:
                     podman.remove_container(leftover.id)
-            if isinstance(err, CheckpointError):
-                raise keep_criu_log(catalogue, err, f"{snapshot.name}-restore") from err
             raise
     return target
 
@@ -193,6 +226,10 @@ def check_digest(snapshot: Snapshot, path: Path, progress: Progress) -> None:
         digest = archive.sha256_file(path, progress.advance)
     except OSError as exc:
         raise IntegrityError(f"archive of {snapshot.ref} is unreadable: {exc.strerror}") from exc
+    compare_digest(snapshot, digest)
+
+
+def compare_digest(snapshot: Snapshot, digest: str) -> None:
     if digest != snapshot.sha256:
         raise IntegrityError(
             f"archive of {snapshot.ref} is corrupt: sha256 {digest[:16]}... "
@@ -241,34 +278,63 @@ def resolve_refs(catalogue: Catalogue, refs: Sequence[Ref], *, all_generations: 
     return list(found.values())
 
 
+def require_usable_criu() -> str:
+    """Fail with exit 6 before any container is touched when the CRIU that runc will run is
+    missing or, by ``host.CRIU_KERNEL_PAIRS``, too old for this kernel: podman would freeze
+    the container and fail halfway. Costs one ``criu --version``. Returns CRIU's version."""
+    kernel = host.kernel_release()
+    path = host.criu_path()
+    if path is None:
+        raise HostError("CRIU is not installed (no criu on PATH): podman cannot checkpoint "
+                        "or restore", hint=host.missing_criu_fix(kernel))
+    version = host.criu_version()
+    if not version:
+        raise HostError(f"{path} --version failed: CRIU is unusable",
+                        hint=host.missing_criu_fix(kernel))
+    advice = host.criu_kernel_advice(version, kernel)
+    if advice is not None:
+        raise HostError(advice.problem, hint=advice.fix)
+    return version
+
+
 def keep_criu_log(catalogue: Catalogue, err: CheckpointError, label: str) -> CheckpointError:
     """Copy CRIU's log into the catalogue's logs/ (podman removes its copy with the
-    container) and add CRIU's first error line to the message."""
-    if err.criu_log is None or not err.criu_log.is_file():
-        return err
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    kept = catalogue.logs_dir / f"{stamp}-{label}.log"
-    try:
-        shutil.copyfile(err.criu_log, kept)
-        os.chmod(kept, 0o600)
-    except OSError:
-        return err
-    err.criu_log = kept
-    criu_line = first_criu_error(kept)
-    if criu_line:
-        err.message += f"; CRIU: {criu_line}"
-    err.message += f"; log: {kept}"
+    container), add CRIU's first error line to the message, and a fix as the hint when the
+    failure is a known one."""
+    criu_errors: list[str] = []
+    if err.criu_log is not None and err.criu_log.is_file():
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        kept = catalogue.logs_dir / f"{stamp}-{label}.log"
+        try:
+            shutil.copyfile(err.criu_log, kept)
+            os.chmod(kept, 0o600)
+        except OSError:
+            pass
+        else:
+            err.criu_log = kept
+            criu_errors = criu_error_lines(kept)
+            if criu_errors:
+                err.message += f"; CRIU: {criu_errors[0]}"
+            err.message += f"; log: {kept}"
+    err.hint = failure_hint(err.stderr, "\n".join(criu_errors)) or err.hint
     return err
 
 
-def first_criu_error(log_path: Path) -> str:
-    """CRIU's first 'Error (file:line): ...' line, without its timestamp."""
+def failure_hint(stderr: str, criu_log_text: str = "") -> str | None:
+    """diagnose(), told this host's CRIU version and kernel so that an upgrade names the
+    release this host needs."""
+    criu_version = ""
+    with contextlib.suppress(WarmctlError):
+        criu_version = host.criu_version()
+    return diagnose(stderr, criu_log_text, criu_version=criu_version,
+                    kernel=host.kernel_release())
+
+
+def criu_error_lines(log_path: Path) -> list[str]:
+    """CRIU's error lines in its log file, in order (see diagnose.criu_errors)."""
     try:
         with open(log_path, errors="replace") as log:
-            for line in log:
-                if _CRIU_ERROR.search(line):
-                    _, _, message = line.partition("): ")
-                    return (message or line).strip()
+            return criu_errors(log)
     except OSError:
-        pass
-    return ""
+        return []
+

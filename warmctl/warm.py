@@ -20,7 +20,7 @@ from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.errors import NotFoundError, NotReadyError, UsageError, WarmctlError
 from warmctl.output import Progress
 from warmctl.podman import CommandResult, Podman
-from warmctl.snapshots import SnapshotOptions, take_snapshot
+from warmctl.snapshots import SnapshotOptions, require_usable_criu, take_snapshot
 
 _OUTPUT_LIMIT = 300  # characters of a failing command's output shown in the error
 
@@ -98,6 +98,7 @@ def warm(
             f"image {spec.image} is not on this host",
             hint="podman pull, load or import it first",
         )
+    require_usable_criu()  # fail before a long warm-up, not after it
     catalogue.check_writable()
     started = clock()
     progress.phase("starting")

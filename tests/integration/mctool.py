@@ -2,13 +2,14 @@
 
     python3 mctool.py fill PORT COUNT SEED    store COUNT known random values
     python3 mctool.py ready PORT COUNT        exit 0 when memcached holds at least COUNT items
+    python3 mctool.py check PORT COUNT SEED   exit 0 when every value stored by fill is back
 """
 
 from __future__ import annotations
 
 import sys
 
-from mcclient import MemcacheClient, random_items
+from mcclient import MemcacheClient, iter_missing_or_different, random_items
 
 
 def main(argv: list[str]) -> int:
@@ -22,6 +23,13 @@ def main(argv: list[str]) -> int:
             items = int(client.stats()["curr_items"])
         print(f"{items} items")
         return 0 if items >= int(argv[2]) else 1
+    if command == "check":
+        items = random_items(int(argv[2]), 4096, int(argv[3]))
+        with MemcacheClient(port) as client:
+            got = client.get_many(list(items))
+        bad = sum(1 for _ in iter_missing_or_different(items, got))
+        print(f"{len(items) - bad} of {len(items)} values back, byte for byte")
+        return 0 if bad == 0 else 1
     print(__doc__, file=sys.stderr)
     return 2
 

@@ -115,7 +115,9 @@ def test_prune_of_a_locked_catalogue_deletes_nothing(
     assert len(os.listdir(warmctl.home / "archives")) == 2
 
 
-def test_unreadable_catalogue_is_exit_5_never_empty(warmctl: Warmctl, containers: Containers) -> None:
+def test_unreadable_catalogue_is_exit_5_never_empty(
+    warmctl: Warmctl, containers: Containers
+) -> None:
     looper = start_looper(containers)
     warmctl("snapshot", looper, "x", "--leave-running")
     db_path = warmctl.home / "catalogue.db"

@@ -28,10 +28,11 @@ def command(
     if name is not None:
         validate_name(name)
     out = output_for(json_mode, quiet)
-    snapshots = app_of(ctx).catalogue().list_snapshots(name)
+    catalogue = app_of(ctx).catalogue()
     if json_mode:
-        out.json([snap.to_dict() for snap in snapshots])
+        out.json_text(catalogue.list_json(name))
         return
+    snapshots = catalogue.list_snapshots(name)
     now = datetime.now(UTC)
     rows = [
         [

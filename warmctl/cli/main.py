@@ -11,7 +11,18 @@ from typing import Annotated, NoReturn
 import typer
 
 from warmctl import __version__
-from warmctl.cli import list_cmd, prune, resume, rm, show, snapshot, verify, warm
+from warmctl.cli import (
+    completion_cmd,
+    doctor,
+    list_cmd,
+    prune,
+    resume,
+    rm,
+    show,
+    snapshot,
+    verify,
+    warm,
+)
 from warmctl.errors import ExitCode, WarmctlError
 
 app = typer.Typer(
@@ -60,6 +71,8 @@ app.command("show")(show.command)
 app.command("rm")(rm.command)
 app.command("verify")(verify.command)
 app.command("prune")(prune.command)
+app.command("doctor")(doctor.command)
+app.command("completion")(completion_cmd.command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="warmctl: debug: %(message)s")
     command = typer.main.get_command(app)
+    instruction = os.environ.get(completion_cmd.COMPLETE_VAR)
+    if instruction:
+        # A completion script asking for candidates (<TAB>): answer, run nothing.
+        return completion_cmd.answer(command, instruction)
     try:
         result = command.main(args=argv, prog_name="warmctl", standalone_mode=False)
     except click_exceptions.UsageError as exc:
