@@ -32,6 +32,7 @@ from warmctl.errors import (
 from warmctl.output import Progress
 from warmctl.podman import COMPRESSIONS, Podman
 from warmctl.refs import Ref, is_valid_name, validate_name
+from warmctl.retention import Decision, Generation, Policy, plan_prune, summarize_plan
 
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
 
@@ -258,6 +259,34 @@ def verify_snapshot(catalogue: Catalogue, snapshot: Snapshot, progress: Progress
     except IntegrityError as err:
         return VerifyResult(snapshot, False, err.message)
     return VerifyResult(snapshot, True)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    decisions: list[Decision]
+    bytes_freed: int
+    leftovers_removed: list[str]
+
+
+def prune_snapshots(catalogue: Catalogue, policy: Policy, names: Sequence[str] = (),
+                    *, dry_run: bool = False) -> PruneResult:
+    """Remove what the policy does not keep (among ``names``, or all), then leftovers.
+
+    The plan comes from one read of the catalogue: a snapshot published after it is not in
+    the plan, so it cannot be removed by it. A dry run plans exactly the same.
+    """
+    snapshots = [s for s in catalogue.list_snapshots() if not names or s.name in names]
+    by_ref = {s.ref: s for s in snapshots}
+    decisions = plan_prune(
+        [Generation(s.name, s.generation, s.created, s.size_bytes) for s in snapshots], policy
+    )
+    plan = summarize_plan(decisions)
+    if dry_run:
+        return PruneResult(decisions, plan.bytes_freed, [])
+    freed = catalogue.remove([by_ref[g.ref] for g in plan.removed])
+    leftovers = [p.name for p in catalogue.sweep_orphan_archives()]
+    leftovers += [p.name for p in catalogue.sweep_temporary_files()]
+    return PruneResult(decisions, freed, leftovers)
 
 
 def resolve_refs(catalogue: Catalogue, refs: Sequence[Ref], *, all_generations: bool = False) \

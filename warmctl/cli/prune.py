@@ -43,7 +43,8 @@ def command(
     """Remove snapshots that no retention policy keeps (a generation is kept if any policy
     keeps it), then orphan archives and abandoned temporary files."""
     from warmctl.refs import validate_name
-    from warmctl.retention import Generation, Policy, plan_prune, summarize_plan
+    from warmctl.retention import Policy
+    from warmctl.snapshots import prune_snapshots
     from warmctl.units import format_size, parse_duration, parse_size
 
     policy = Policy(
@@ -53,35 +54,23 @@ def command(
     )
     selected = [validate_name(n) for n in names or []]
     out = output_for(json_mode, quiet)
-    catalogue = app_of(ctx).catalogue()
-    snapshots = [s for s in catalogue.list_snapshots() if not selected or s.name in selected]
-    by_ref = {s.ref: s for s in snapshots}
-    decisions = plan_prune(
-        [Generation(s.name, s.generation, s.created, s.size_bytes) for s in snapshots], policy
-    )
-    plan = summarize_plan(decisions)
-    freed = plan.bytes_freed
-    orphans: list[str] = []
-    if not dry_run:
-        freed = catalogue.remove([by_ref[g.ref] for g in plan.removed])
-        orphans = [p.name for p in catalogue.sweep_orphan_archives()]
-        orphans += [p.name for p in catalogue.sweep_temporary_files()]
+    result = prune_snapshots(app_of(ctx).catalogue(), policy, selected, dry_run=dry_run)
     if json_mode:
         out.json({
             "dry_run": dry_run,
             "removed": [{"ref": d.generation.ref, "reasons": list(d.reasons)}
-                        for d in decisions if not d.keep],
+                        for d in result.decisions if not d.keep],
             "kept": [{"ref": d.generation.ref, "reasons": list(d.reasons)}
-                     for d in decisions if d.keep],
-            "bytes_freed": freed,
-            "leftovers_removed": orphans,
+                     for d in result.decisions if d.keep],
+            "bytes_freed": result.bytes_freed,
+            "leftovers_removed": result.leftovers_removed,
         })
         return
-    verb = "would remove" if dry_run else "removed"
-    for d in decisions:
+    for d in result.decisions:
         action = "keep" if d.keep else ("would remove" if dry_run else "remove")
         out.line(f"{action}\t{d.generation.ref}\t{'; '.join(d.reasons)}")
-    for name in orphans:
+    for name in result.leftovers_removed:
         out.info(f"removed leftover {name}")
-    out.info(f"{verb} {len(plan.removed)} snapshot(s), "
-             f"{'would free' if dry_run else 'freed'} {format_size(freed)}")
+    removed = sum(1 for d in result.decisions if not d.keep)
+    out.info(f"{'would remove' if dry_run else 'removed'} {removed} snapshot(s), "
+             f"{'would free' if dry_run else 'freed'} {format_size(result.bytes_freed)}")

@@ -1,0 +1,118 @@
+"""A fake podman for unit tests: containers in a dict, checkpoints written from a real podman
+archive kept as test data. Only what warmctl's library code calls is implemented."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import zstandard
+
+from warmctl.errors import CheckpointError, PodmanConflictError
+from warmctl.podman import (
+    CheckpointResult,
+    CommandResult,
+    ContainerInfo,
+    HostVersions,
+    Podman,
+    RestoreResult,
+)
+
+DATA = Path(__file__).parent / "data"
+REAL_ARCHIVE = DATA / "podman-checkpoint-busybox.tar"  # zstd, as podman wrote it
+
+
+def plain_archive_bytes() -> bytes:
+    with REAL_ARCHIVE.open("rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
+
+
+@dataclass
+class FakePodman(Podman):
+    containers: dict[str, ContainerInfo] = field(default_factory=dict)
+    images: set[str] = field(default_factory=lambda: {"localhost/img"})
+    calls: list[str] = field(default_factory=list)
+    fail_checkpoint: str | None = None
+    fail_restore: str | None = None
+    exec_results: list[int] = field(default_factory=list)
+    restored_from: list[bytes] = field(default_factory=list)
+    _next_id: int = 1
+
+    def add(self, name: str, *, running: bool = True, ports: Sequence[str] = ()) -> ContainerInfo:
+        info = ContainerInfo(
+            id=f"id{self._next_id:04d}", name=name, image_name="localhost/img:latest",
+            image_id="iid", state="running" if running else "exited", checkpointed=False,
+            ports=list(ports), pid=0,
+        )
+        self._next_id += 1
+        self.containers[name] = info
+        return info
+
+    def host_versions(self) -> HostVersions:
+        return HostVersions("4.3.1", "runc", "runc 1.1.5", "6.18.0", "testhost")
+
+    def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
+        for info in self.containers.values():
+            if name_or_id in (info.name, info.id):
+                return info
+        return None
+
+    def list_containers(self, *, running_only: bool = True) -> list[str]:
+        return [n for n, c in self.containers.items() if c.running or not running_only]
+
+    def list_images(self) -> list[str]:
+        return sorted(self.images)
+
+    def image_exists(self, image: str) -> bool:
+        return image in self.images
+
+    def run_detached(self, image: str, *, name: str, publish: Sequence[str] = (),
+                     env: Sequence[str] = (), volumes: Sequence[str] = (),
+                     extra_args: Sequence[str] = (), command: Sequence[str] = ()) -> str:
+        self.calls.append(f"run {name}")
+        if name in self.containers:
+            raise PodmanConflictError(f"name {name} in use")
+        ports = [f"127.0.0.1:{p.split(':')[-2]}:{p.split(':')[-1]}/tcp" for p in publish]
+        return self.add(name, ports=ports).id
+
+    def exec(self, container: str, command: Sequence[str], *, timeout: float) -> CommandResult:
+        self.calls.append(f"exec {container} {' '.join(command)}")
+        code = self.exec_results.pop(0) if self.exec_results else 0
+        return CommandResult(["podman", "exec", container, *command], code, "",
+                             "" if code == 0 else f"exec failed with {code}")
+
+    def checkpoint(self, container: str, export_to: Path, *, leave_running: bool = False,
+                   compress: str = "zstd", tcp_established: bool = False,
+                   file_locks: bool = False) -> CheckpointResult:
+        self.calls.append(f"checkpoint {container} compress={compress}")
+        if self.fail_checkpoint:
+            raise CheckpointError(self.fail_checkpoint, stderr=self.fail_checkpoint)
+        if compress == "zstd":
+            shutil.copyfile(REAL_ARCHIVE, export_to)
+        else:
+            assert compress == "none", "the fake writes zstd or plain archives"
+            export_to.write_bytes(plain_archive_bytes())
+        info = self.inspect_container(container)
+        assert info is not None
+        if not leave_running:
+            self.containers[info.name] = replace(info, state="exited", checkpointed=True)
+        return CheckpointResult({"frozen_time": 1000, "pages_written": 33}, 5000)
+
+    def restore(self, archive: Path, *, name: str, publish: Sequence[str] = (),
+                tcp_established: bool = False, file_locks: bool = False) -> RestoreResult:
+        self.calls.append(f"restore {name}")
+        self.restored_from.append(archive.read_bytes())
+        if name in self.containers:
+            raise PodmanConflictError(f"name {name} is already in use")
+        info = self.add(name, running=self.fail_restore is None)
+        if self.fail_restore:
+            raise CheckpointError(self.fail_restore, stderr=self.fail_restore)
+        return RestoreResult(info.id, {"restore_time": 10}, 2000)
+
+    def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
+        self.calls.append(f"rm {name_or_id}")
+        info = self.inspect_container(name_or_id)
+        if info is not None:
+            del self.containers[info.name]

@@ -1,0 +1,159 @@
+"""snapshot and resume logic against a fake podman: what is recorded, when podman is called,
+what is left behind on failure."""
+
+from __future__ import annotations
+
+import pytest
+from fakes import FakePodman, plain_archive_bytes
+
+from warmctl.archive import detect_compression
+from warmctl.catalogue import Catalogue
+from warmctl.errors import (
+    CheckpointError,
+    ConflictError,
+    ExitCode,
+    IntegrityError,
+    NotFoundError,
+    WarmctlError,
+)
+from warmctl.output import Progress
+from warmctl.refs import Ref
+from warmctl.snapshots import (
+    ResumeOptions,
+    SnapshotOptions,
+    parse_labels,
+    resume_snapshot,
+    take_snapshot,
+)
+
+pytestmark = pytest.mark.usefixtures("usable_criu")
+
+
+def snap(cat: Catalogue, podman: FakePodman, container: str = "mc", name: str = "mc",
+         **options: object) -> str:
+    return take_snapshot(cat, podman, container, name, SnapshotOptions(**options),  # type: ignore[arg-type]
+                         Progress()).ref
+
+
+@pytest.mark.parametrize("scratch", ["memory", "disk"])
+def test_zstd_snapshot_is_compressed_by_warmctl(
+    catalogue: Catalogue, fake_podman: FakePodman, scratch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WARMCTL_SCRATCH", scratch)
+    fake_podman.add("mc", ports=["127.0.0.1:11211:11211/tcp"])
+    assert snap(catalogue, fake_podman, labels={"tier": "cache"}) == "mc@1"
+    assert fake_podman.calls[-1] == "checkpoint id0001 compress=none"
+    record = catalogue.get(Ref("mc"))
+    assert detect_compression(record.archive) == "zstd"
+    assert record.extra["plain_bytes"] == len(plain_archive_bytes())
+    assert record.labels == {"tier": "cache"}
+    assert record.ports == ["127.0.0.1:11211:11211/tcp"]
+    assert record.host["criu"] == "4.2.1" and record.criu_stats["frozen_time"] == 1000
+    assert list(catalogue.tmp_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("compress", ["none", "zstd"])
+def test_resume_hands_podman_the_plain_tar(
+    catalogue: Catalogue, fake_podman: FakePodman, compress: str
+) -> None:
+    fake_podman.add("mc")
+    snap(catalogue, fake_podman, compress=compress, leave_running=True)
+    name = resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(name="copy"),
+                           Progress())
+    assert name == "copy"
+    assert fake_podman.restored_from == [plain_archive_bytes()]
+    assert list(catalogue.tmp_dir.iterdir()) == []
+
+
+def test_generations_and_a_missing_or_stopped_container(
+    catalogue: Catalogue, fake_podman: FakePodman
+) -> None:
+    fake_podman.add("mc")
+    assert [snap(catalogue, fake_podman, leave_running=True) for _ in range(2)] == \
+        ["mc@1", "mc@2"]
+    with pytest.raises(NotFoundError):
+        snap(catalogue, fake_podman, container="nope")
+    fake_podman.add("stopped", running=False)
+    with pytest.raises(WarmctlError, match="not running") as info:
+        snap(catalogue, fake_podman, container="stopped", name="s")
+    assert info.value.exit_code == ExitCode.FAILURE
+
+
+def test_failed_checkpoint_records_nothing(catalogue: Catalogue, fake_podman: FakePodman) -> None:
+    fake_podman.add("mc")
+    fake_podman.fail_checkpoint = "Error: criu failed: type NOTIFY errno 0"
+    with pytest.raises(CheckpointError) as info:
+        snap(catalogue, fake_podman)
+    assert info.value.exit_code == ExitCode.PODMAN_FAILED
+    assert catalogue.list_snapshots() == []
+    assert list(catalogue.tmp_dir.iterdir()) == []
+    assert list(catalogue.archives_dir.iterdir()) == []
+
+
+def test_resume_in_place_of_its_own_stopped_source(
+    catalogue: Catalogue, fake_podman: FakePodman
+) -> None:
+    source = fake_podman.add("looper")
+    snap(catalogue, fake_podman, container="looper", name="looper")  # stops it
+    assert resume_snapshot(catalogue, fake_podman, Ref("looper"), ResumeOptions(),
+                           Progress()) == "looper"
+    assert f"rm {source.id}" in fake_podman.calls
+    restored = fake_podman.inspect_container("looper")
+    assert restored is not None and restored.running and restored.id != source.id
+
+
+def test_resume_refuses_a_name_held_by_another_container(
+    catalogue: Catalogue, fake_podman: FakePodman
+) -> None:
+    fake_podman.add("mc")
+    snap(catalogue, fake_podman, leave_running=True)
+    with pytest.raises(ConflictError) as info:  # the running source holds the name
+        resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(), Progress())
+    assert info.value.exit_code == ExitCode.CONFLICT
+    assert not any(call.startswith(("rm", "restore")) for call in fake_podman.calls)
+    resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(replace=True), Progress())
+    assert fake_podman.calls[-2:] == ["rm id0001", "restore mc"]
+
+
+def test_corrupt_archive_never_reaches_podman(
+    catalogue: Catalogue, fake_podman: FakePodman
+) -> None:
+    fake_podman.add("mc")
+    snap(catalogue, fake_podman, leave_running=True)
+    archive = catalogue.get(Ref("mc")).archive
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    archive.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError) as info:
+        resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(name="x"), Progress())
+    assert info.value.exit_code == ExitCode.INTEGRITY
+    assert not any(call.startswith("restore") for call in fake_podman.calls)
+    assert list(catalogue.tmp_dir.iterdir()) == []
+
+
+def test_failed_restore_leaves_no_container_holding_the_name(
+    catalogue: Catalogue, fake_podman: FakePodman
+) -> None:
+    fake_podman.add("mc")
+    snap(catalogue, fake_podman, leave_running=True)
+    fake_podman.fail_restore = "Error: criu failed"
+    with pytest.raises(CheckpointError):
+        resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(name="x"), Progress())
+    assert fake_podman.inspect_container("x") is None
+    assert catalogue.get(Ref("mc")).ref == "mc@1"  # the snapshot itself is untouched
+
+
+def test_missing_snapshot_is_not_found(catalogue: Catalogue, fake_podman: FakePodman) -> None:
+    with pytest.raises(NotFoundError):
+        resume_snapshot(catalogue, fake_podman, Ref("none"), ResumeOptions(), Progress())
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=v", "sp ace=1"])
+def test_bad_labels_are_usage_errors(bad: str) -> None:
+    with pytest.raises(WarmctlError) as info:
+        parse_labels([bad])
+    assert info.value.exit_code == ExitCode.USAGE
+
+
+def test_labels_keep_everything_after_the_first_equals() -> None:
+    assert parse_labels(["a=b=c", "x="]) == {"a": "b=c", "x": ""}
