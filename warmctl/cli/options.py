@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,34 @@ JsonOption = Annotated[
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print only the result: no messages, no progress.")
 ]
+
+
+# Snapshot options, shared by `snapshot` and `warm` (which shows them under its own panel).
+def leave_running_option(panel: str | None = None) -> Any:
+    return typer.Option("--leave-running", "-R", rich_help_panel=panel,
+                        help="Keep the container running after the snapshot.")
+
+
+def label_option(panel: str | None = None) -> Any:
+    return typer.Option("--label", "-l", metavar="KEY=VALUE", rich_help_panel=panel,
+                        help="Attach a label to the snapshot (repeatable).")
+
+
+def compress_option(panel: str | None = None) -> Any:
+    return typer.Option("--compress", "-c", metavar="zstd|none|gzip", rich_help_panel=panel,
+                        help="Archive compression.",
+                        autocompletion=completion.complete_compressions)
+
+
+def tcp_established_option(panel: str | None = None, *, verb: str = "Checkpoint") -> Any:
+    return typer.Option("--tcp-established", rich_help_panel=panel,
+                        help=f"{verb} established TCP connections.")
+
+
+def file_locks_option(panel: str | None = None, *, verb: str = "Checkpoint") -> Any:
+    return typer.Option("--file-locks", rich_help_panel=panel, help=f"{verb} file locks.")
+
+
 RefArgument = Annotated[
     str,
     typer.Argument(

@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from warmctl.cli.options import JsonOption, QuietOption, RefArgument, app_of, output_for
+from warmctl.cli.options import (
+    JsonOption,
+    QuietOption,
+    RefArgument,
+    app_of,
+    file_locks_option,
+    output_for,
+    tcp_established_option,
+)
 
 
 def command(
@@ -27,10 +35,8 @@ def command(
     replace: Annotated[
         bool, typer.Option("--replace", help="Remove an existing container of that name first.")
     ] = False,
-    tcp_established: Annotated[
-        bool, typer.Option("--tcp-established", help="Restore established TCP connections.")
-    ] = False,
-    file_locks: Annotated[bool, typer.Option("--file-locks", help="Restore file locks.")] = False,
+    tcp_established: Annotated[bool, tcp_established_option(verb="Restore")] = False,
+    file_locks: Annotated[bool, file_locks_option(verb="Restore")] = False,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:

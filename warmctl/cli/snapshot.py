@@ -6,8 +6,18 @@ from typing import Annotated
 
 import typer
 
-from warmctl.cli.completion import complete_compressions, complete_running_containers
-from warmctl.cli.options import JsonOption, QuietOption, app_of, output_for
+from warmctl.cli.completion import complete_running_containers
+from warmctl.cli.options import (
+    JsonOption,
+    QuietOption,
+    app_of,
+    compress_option,
+    file_locks_option,
+    label_option,
+    leave_running_option,
+    output_for,
+    tcp_established_option,
+)
 
 
 def command(
@@ -22,24 +32,11 @@ def command(
         typer.Argument(help="Snapshot name (default: the container's name).",
                        show_default=False),
     ] = None,
-    leave_running: Annotated[
-        bool, typer.Option("--leave-running", "-R", help="Keep the container running.")
-    ] = False,
-    label: Annotated[
-        list[str] | None,
-        typer.Option("--label", "-l", metavar="KEY=VALUE", help="Attach a label (repeatable)."),
-    ] = None,
-    compress: Annotated[
-        str,
-        typer.Option("--compress", "-c", metavar="zstd|none|gzip",
-                     help="Archive compression.", autocompletion=complete_compressions),
-    ] = "zstd",
-    tcp_established: Annotated[
-        bool, typer.Option("--tcp-established", help="Checkpoint established TCP connections.")
-    ] = False,
-    file_locks: Annotated[
-        bool, typer.Option("--file-locks", help="Checkpoint file locks.")
-    ] = False,
+    leave_running: Annotated[bool, leave_running_option()] = False,
+    label: Annotated[list[str] | None, label_option()] = None,
+    compress: Annotated[str, compress_option()] = "zstd",
+    tcp_established: Annotated[bool, tcp_established_option()] = False,
+    file_locks: Annotated[bool, file_locks_option()] = False,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:

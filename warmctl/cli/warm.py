@@ -6,8 +6,18 @@ from typing import Annotated
 
 import typer
 
-from warmctl.cli.completion import complete_compressions, complete_images
-from warmctl.cli.options import JsonOption, QuietOption, app_of, output_for
+from warmctl.cli.completion import complete_images
+from warmctl.cli.options import (
+    JsonOption,
+    QuietOption,
+    app_of,
+    compress_option,
+    file_locks_option,
+    label_option,
+    leave_running_option,
+    output_for,
+    tcp_established_option,
+)
 
 _CONTAINER = "Container options"
 _WARM = "Warm-up and readiness"
@@ -90,27 +100,11 @@ def command(
         bool, typer.Option("--keep-on-failure", rich_help_panel=_WARM,
                            help="Leave the container for inspection when warming fails.")
     ] = False,
-    leave_running: Annotated[
-        bool, typer.Option("--leave-running", "-R", rich_help_panel=_SNAP,
-                           help="Keep the container serving after the snapshot.")
-    ] = False,
-    label: Annotated[
-        list[str] | None,
-        typer.Option("--label", "-l", metavar="KEY=VALUE", rich_help_panel=_SNAP,
-                     help="Attach a label to the snapshot (repeatable)."),
-    ] = None,
-    compress: Annotated[
-        str,
-        typer.Option("--compress", "-c", metavar="zstd|none|gzip", rich_help_panel=_SNAP,
-                     help="Archive compression.", autocompletion=complete_compressions),
-    ] = "zstd",
-    tcp_established: Annotated[
-        bool, typer.Option("--tcp-established", rich_help_panel=_SNAP,
-                           help="Checkpoint established TCP connections.")
-    ] = False,
-    file_locks: Annotated[
-        bool, typer.Option("--file-locks", rich_help_panel=_SNAP, help="Checkpoint file locks.")
-    ] = False,
+    leave_running: Annotated[bool, leave_running_option(_SNAP)] = False,
+    label: Annotated[list[str] | None, label_option(_SNAP)] = None,
+    compress: Annotated[str, compress_option(_SNAP)] = "zstd",
+    tcp_established: Annotated[bool, tcp_established_option(_SNAP)] = False,
+    file_locks: Annotated[bool, file_locks_option(_SNAP)] = False,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
