@@ -5,12 +5,13 @@ Nothing here prints; callers pass a ``Progress`` and render what comes back.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ from warmctl.errors import (
     WarmctlError,
 )
 from warmctl.output import Progress
-from warmctl.podman import COMPRESSIONS, Podman
+from warmctl.podman import COMPRESSIONS, CheckpointResult, Podman
 from warmctl.refs import Ref, is_valid_name, validate_name
 from warmctl.retention import Decision, Generation, Policy, plan_prune, summarize_plan
 
@@ -113,37 +114,35 @@ def take_snapshot(
         },
         extra=extra or {},
     )
-    with contextlib.ExitStack() as stack:
-        temp = stack.enter_context(catalogue.new_temp_file())
-        # For zstd, podman writes a plain tar and warmctl compresses it on all cores while
-        # hashing (see warmctl/transcode.py); gzip and none are written by podman directly.
-        ours_to_compress = options.compress == "zstd"
-        export = (
-            stack.enter_context(scratch.plain_tar(catalogue, scratch.process_tree_rss(info.pid)))
-            if ours_to_compress else temp.path
-        )
-        progress.phase("checkpointing")
-        progress.watch_file(export)
+    def checkpoint(export: Path, compress: str) -> CheckpointResult:
         try:
-            result = podman.checkpoint(
-                info.id,
-                export,
-                leave_running=options.leave_running,
-                compress="none" if ours_to_compress else options.compress,
-                tcp_established=options.tcp_established,
-                file_locks=options.file_locks,
+            return podman.checkpoint(
+                info.id, export, leave_running=options.leave_running, compress=compress,
+                tcp_established=options.tcp_established, file_locks=options.file_locks,
             )
         except CheckpointError as err:
             raise keep_criu_log(catalogue, err, f"{name}-dump") from err
-        finally:
-            progress.stop_watching()
-        plain_bytes = export.stat().st_size
-        if ours_to_compress:
-            progress.phase("compressing")
-            digest = transcode.compress_zstd(export, temp.path, progress.advance)
+
+    with contextlib.ExitStack() as stack:
+        temp = stack.enter_context(catalogue.new_temp_file())
+        progress.phase("checkpointing")
+        if options.compress == "zstd":
+            # podman writes a plain tar; warmctl compresses it on all cores, hashing as it
+            # goes, starting while podman is still writing (see warmctl/transcode.py).
+            export = stack.enter_context(
+                scratch.plain_tar(catalogue, scratch.process_tree_rss(info.pid)))
+            result, digest = _checkpoint_and_compress(
+                lambda: checkpoint(export, "none"), export, temp.path, progress)
+            plain_bytes = export.stat().st_size
         else:
+            progress.watch_file(temp.path)
+            try:
+                result = checkpoint(temp.path, options.compress)
+            finally:
+                progress.stop_watching()
             progress.phase("hashing")
             digest = archive.sha256_file(temp.path, progress.advance)
+            plain_bytes = None
         progress.phase("publishing")
         record = dataclasses.replace(
             record,
@@ -151,6 +150,22 @@ def take_snapshot(
             extra={**record.extra, "plain_bytes": plain_bytes},
         )
         return catalogue.publish(temp, record, sha256=digest)
+
+
+def _checkpoint_and_compress(
+    checkpoint: Callable[[], CheckpointResult], export: Path, dest: Path, progress: Progress
+) -> tuple[CheckpointResult, str]:
+    """Run the checkpoint in a thread and compress its export as it grows."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(checkpoint)
+        try:
+            digest = transcode.compress_zstd(
+                export, dest, progress.advance, still_growing=lambda: not running.done())
+        except BaseException:
+            # Whatever went wrong here, podman's own outcome says more; wait for it.
+            running.result()
+            raise
+        return running.result(), digest
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import IMAGES, Containers, free_port
 from mcclient import MemcacheClient, iter_missing_or_different, random_items, wait_for_memcached
+from support import IMAGES, Containers, free_port
 
 from warmctl.errors import NotFoundError
 from warmctl.podman import PodmanCLI

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import IMAGES, Containers, podman
+from support import IMAGES, Containers, podman
 
 from warmctl.catalogue import Catalogue, SnapshotRecord
 

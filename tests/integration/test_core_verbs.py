@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import IMAGES, Containers, Warmctl, free_port, podman
 from mcclient import MemcacheClient, iter_missing_or_different, random_items, wait_for_memcached
+from support import IMAGES, Containers, Warmctl, free_port, podman
 
 pytestmark = pytest.mark.podman
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import IMAGES, Containers, Warmctl, podman
+from support import IMAGES, Containers, Warmctl, podman
 
 from warmctl.podman import podman_environment
 

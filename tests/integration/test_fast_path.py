@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Containers, Warmctl, free_port, podman
+from support import Containers, Warmctl, free_port, podman
 from test_core_verbs import assert_all_back, fill, start_memcached
 
 from warmctl.archive import detect_compression, summarize

@@ -8,7 +8,7 @@ import sqlite3
 import time
 
 import pytest
-from conftest import Containers, Warmctl
+from support import Containers, Warmctl
 from test_core_verbs import assert_all_back, fill, start_looper, start_memcached
 
 pytestmark = pytest.mark.podman
@@ -77,7 +77,7 @@ def test_resume_survives_a_prune_of_its_snapshot(warmctl: Warmctl, containers: C
     warmctl("snapshot", name, "mc", "--leave-running", "--compress", "none")
     warmctl("snapshot", name, "mc", "--leave-running", "--compress", "none")
     other = containers.name("resumed")
-    from conftest import free_port
+    from support import free_port
 
     other_port = free_port()
     proc = warmctl.popen("resume", "mc@1", "--name", other,

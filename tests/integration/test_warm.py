@@ -12,8 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import IMAGES, Containers, Warmctl, free_port, podman
 from mcclient import MemcacheClient, iter_missing_or_different, random_items, wait_for_memcached
+from support import IMAGES, Containers, Warmctl, free_port, podman
 
 pytestmark = pytest.mark.podman
 
@@ -140,3 +140,29 @@ def test_warm_java_service_then_resume_keeps_its_state(
     assert second["checksum"] == first["checksum"]
     assert second["served"] == 2
     assert attempts >= 1
+
+
+def test_warm_with_tcp_and_exec_probes(warmctl: Warmctl, containers: Containers) -> None:
+    port = free_port()
+    container = containers.name("httpd")
+    out = warmctl(
+        "warm", IMAGES["busybox"], "web", "--container", container,
+        "-p", f"127.0.0.1:{port}:8080", "--ready-tcp", "8080", "--interval", "100ms",
+        "--warmup-exec", "sh -c 'echo warmed > /www/index.html'", "--leave-running",
+        "--json", "--", "httpd", "-f", "-p", "8080", "-h", "/www",
+    ).json()
+    assert isinstance(out, dict)
+    assert out["ref"] == "web@1" and out["warm"]["ready"] == "tcp: 8080"
+    assert containers.state(container) == "running"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+        assert response.read() == b"warmed\n"
+
+    other = containers.name("exec")
+    warmctl(
+        "warm", IMAGES["busybox"], "marker", "--container", other,
+        "--ready-exec", "test -e /tmp/ready", "--interval", "100ms", "--timeout", "1m",
+        "--", "sh", "-c", "sleep 1; touch /tmp/ready; sleep 1000",
+    )
+    entry = warmctl("show", "marker", "--json").json()
+    assert isinstance(entry, dict)
+    assert entry["warm"]["probe_attempts"] >= 2

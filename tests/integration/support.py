@@ -1,0 +1,96 @@
+"""What the integration tests share: the real CLI in a subprocess, podman, unique container
+names, free ports. Fixtures built on these live in conftest.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from warmctl.podman import podman_environment
+
+IMAGES = {
+    "busybox": "localhost/warmctl-test/busybox",
+    "memcached": "localhost/warmctl-test/memcached",
+    "java": "localhost/warmctl-test/java",
+}
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> object:
+        return json.loads(self.stdout)
+
+
+class Warmctl:
+    """Runs the real CLI in a subprocess against this test's catalogue."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {**podman_environment(), "WARMCTL_HOME": str(home), "NO_COLOR": "1"}
+        self.env.pop("WARMCTL_DEBUG", None)
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 900,
+                 env: dict[str, str] | None = None) -> Result:
+        proc = subprocess.run(
+            [sys.executable, "-m", "warmctl", *args],
+            capture_output=True, text=True, timeout=timeout,
+            env={**self.env, **(env or {})}, check=False, stdin=subprocess.DEVNULL,
+        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"warmctl {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
+            )
+        return result
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "warmctl", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["podman", *args], capture_output=True, text=True, check=False,
+                            env=podman_environment(), timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+class Containers:
+    """Unique container names for one test, all removed at the end."""
+
+    def __init__(self) -> None:
+        self.prefix = f"wt{uuid.uuid4().hex[:8]}"
+
+    def name(self, what: str) -> str:
+        return f"{self.prefix}-{what}"
+
+    def cleanup(self) -> None:
+        listed = podman("ps", "--all", "--format", "{{.Names}}", check=False).stdout.split()
+        ours = [n for n in listed if n.startswith(self.prefix)]
+        if ours:
+            podman("rm", "--force", "--time", "0", *ours, check=False)
+
+    def state(self, name: str) -> str | None:
+        result = podman("container", "inspect", "--format", "{{.State.Status}}", name, check=False)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
