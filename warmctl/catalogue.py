@@ -134,6 +134,7 @@ class Snapshot:
             "host": self.host,
             "criu_stats": self.criu_stats,
             "warm": self.extra.get("warm"),
+            "pulled": self.extra.get("pulled"),  # where `warmctl pull` got it, else None
             "archive": self.archive_path,
         }
 
@@ -148,7 +149,8 @@ _JSON_SHAPE = """json_object(
     'image', image_name, 'image_id', image_id,
     'ports', json_extract(meta, '$.ports'), 'labels', json_extract(meta, '$.labels'),
     'host', json_extract(meta, '$.host'), 'criu_stats', json_extract(meta, '$.criu_stats'),
-    'warm', json_extract(meta, '$.extra.warm'), 'archive', :prefix || archive)"""
+    'warm', json_extract(meta, '$.extra.warm'), 'pulled', json_extract(meta, '$.extra.pulled'),
+    'archive', :prefix || archive)"""
 
 
 class TempFile:

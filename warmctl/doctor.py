@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from warmctl import host
-from warmctl.catalogue import Catalogue
+from warmctl import host, hostcompat
+from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.diagnose import RUNC_FIX, USE_RUNC, criu_errors, diagnose, ulimits_fix
 from warmctl.errors import CheckpointError, WarmctlError
 from warmctl.podman import HostVersions, Podman
@@ -506,6 +506,15 @@ def run_checks(facts: HostFacts) -> list[Check]:
               check_criu_kernel, check_catalogue)
     results = [check(facts) for check in checks]
     return [result for result in results if result is not None]
+
+
+def snapshot_checks(facts: HostFacts, snapshot: Snapshot, image_id: str | None) -> list[Check]:
+    """``--snapshot REF``: the host that recorded it against this one (warmctl.hostcompat).
+    Differences warn: they do not stop this host from checkpointing."""
+    here = hostcompat.this_host(facts.podman, facts.criu.version)
+    return [Check(f"host-{c.aspect}", OK if c.same else WARN, f"{snapshot.ref}: {c.detail}",
+                  c.fix)
+            for c in hostcompat.compare(snapshot, here, image_id)]
 
 
 def can_checkpoint(checks: Sequence[Check]) -> bool:

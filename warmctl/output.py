@@ -31,6 +31,9 @@ class Progress:
     def advance(self, count: int) -> None:
         """Another ``count`` bytes written or read in this phase."""
 
+    def expect(self, total: int) -> None:
+        """This phase will move ``total`` bytes: a terminal shows a bar."""
+
     def watch_file(self, path: Any) -> None:
         """Report the growing size of a file some other program writes."""
 
@@ -48,6 +51,7 @@ class LiveProgress(Progress):
         self._verb = verb
         self._phase = "starting"
         self._bytes: int | None = None
+        self._total: int | None = None
         self._start = time.monotonic()
         self._phase_start = self._start
         self._watched: Any = None
@@ -62,6 +66,8 @@ class LiveProgress(Progress):
         parts = [f"{self._verb}: {self._phase}"]
         if self._bytes is not None:
             rate = self._bytes / max(now - self._phase_start, 1e-3)
+            if self._total:
+                parts.append(_bar(self._bytes, self._total))
             parts.append(f"{format_size(self._bytes)} ({format_size(int(rate))}/s)")
         parts.append(format_duration(now - self._start))
         return self._text(" · ".join(parts), style="cyan")
@@ -69,10 +75,15 @@ class LiveProgress(Progress):
     def phase(self, text: str) -> None:
         self._phase = text
         self._bytes = None
+        self._total = None
         self._phase_start = time.monotonic()
 
     def advance(self, count: int) -> None:
         self._bytes = (self._bytes or 0) + count
+
+    def expect(self, total: int) -> None:
+        self._total = total
+        self._bytes = self._bytes or 0
 
     def watch_file(self, path: Any) -> None:
         self._watched = path
@@ -86,6 +97,13 @@ class LiveProgress(Progress):
 
     def __exit__(self, *exc: Any) -> None:
         self._live.__exit__(*exc)
+
+
+def _bar(done: int, total: int, width: int = 20) -> str:
+    """``━━━━━━━━──────────── 40% of 812 MiB``"""
+    fraction = min(max(done / total, 0.0), 1.0)
+    filled = int(fraction * width)
+    return f"{'━' * filled}{'─' * (width - filled)} {fraction:.0%} of {format_size(total)}"
 
 
 class Output:

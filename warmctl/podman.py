@@ -159,6 +159,11 @@ class Podman(ABC):
     @abstractmethod
     def image_exists(self, image: str) -> bool: ...
 
+    def image_id(self, image: str) -> str | None:
+        """The full id of a local image, or None when it is not on this host (or, in an
+        implementation that cannot tell, unknown)."""
+        return None
+
     @abstractmethod
     def run_detached(
         self,
@@ -303,6 +308,10 @@ class PodmanCLI(Podman):
 
     def image_exists(self, image: str) -> bool:
         return self._run("image", "exists", image).returncode == 0
+
+    def image_id(self, image: str) -> str | None:
+        result = self._run("image", "inspect", "--format", "{{.Id}}", image)
+        return result.stdout.strip() or None if result.returncode == 0 else None
 
     def run_detached(
         self,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from warmctl import archive, host, scratch, transcode
+from warmctl import archive, host, hostcompat, transcode
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
 from warmctl.diagnose import criu_errors, diagnose
 from warmctl.errors import (
@@ -129,8 +129,7 @@ def take_snapshot(
         if options.compress == "zstd":
             # podman writes a plain tar; warmctl compresses it on all cores, hashing as it
             # goes, starting while podman is still writing (see warmctl/transcode.py).
-            export = stack.enter_context(
-                scratch.plain_tar(catalogue, scratch.process_tree_rss(info.pid)))
+            export = stack.enter_context(catalogue.new_temp_file(".plain")).path
             result, digest = _checkpoint_and_compress(
                 lambda: checkpoint(export, "none"), export, temp.path, progress)
             plain_bytes = export.stat().st_size
@@ -147,7 +146,7 @@ def take_snapshot(
         record = dataclasses.replace(
             record,
             criu_stats=result.criu_statistics,
-            extra={**record.extra, "plain_bytes": plain_bytes},
+            extra={**record.extra, "plain_bytes": plain_bytes, "cpu": hostcompat.cpu_record()},
         )
         return catalogue.publish(temp, record, sha256=digest)
 
@@ -175,6 +174,7 @@ class ResumeOptions:
     replace: bool = False
     tcp_established: bool = False
     file_locks: bool = False
+    strict: bool = False  # refuse a snapshot from a host that differs (hostcompat)
 
 
 def resume_snapshot(
@@ -183,10 +183,20 @@ def resume_snapshot(
     ref: Ref,
     options: ResumeOptions,
     progress: Progress,
+    *,
+    warn: Callable[[str], None] | None = None,
 ) -> str:
-    """Restore a snapshot as a running container; returns the container's name."""
+    """Restore a snapshot as a running container; returns the container's name.
+
+    A snapshot from another host (pulled, or recorded under another host name) is compared
+    with this host first: each difference goes to ``warn``, or with ``strict`` refuses.
+    """
     snapshot = catalogue.get(ref)
-    require_usable_criu()
+    criu_version = require_usable_criu()
+    if hostcompat.needs_comparison(snapshot):
+        progress.phase("comparing hosts")
+        hostcompat.check_before_resume(snapshot, podman, criu_version, strict=options.strict,
+                                       warn=warn or (lambda _: None))
     target = options.name or snapshot.container_name
     with contextlib.ExitStack() as stack:
         # The archive is read through a hard link that a concurrent rm or prune cannot take
@@ -197,10 +207,9 @@ def resume_snapshot(
             progress.phase("verifying digest")
             check_digest(snapshot, held.path, progress)
         else:
-            # podman's own decompression is single-threaded and slow; expand it here, once,
-            # hashing as we read.
-            expected = int(snapshot.extra.get("plain_bytes") or 3 * snapshot.size_bytes)
-            source = stack.enter_context(scratch.plain_tar(catalogue, expected))
+            # podman's own decompression is single-threaded and slow (and it decompresses
+            # twice); expand the archive here on one core while the other checks its digest.
+            source = stack.enter_context(catalogue.new_temp_file(".plain")).path
             progress.phase("expanding and verifying")
             digest = transcode.expand(held.path, source, progress.advance)
             compare_digest(snapshot, digest)
@@ -223,12 +232,12 @@ def resume_snapshot(
                 tcp_established=options.tcp_established,
                 file_locks=options.file_locks,
             )
-        except PodmanError as err:
+        except (PodmanError, KeyboardInterrupt) as err:
             # First keep CRIU's log: it lives in the leftover container's directory.
             if isinstance(err, CheckpointError):
                 keep_criu_log(catalogue, err, f"{snapshot.name}-restore")
-            # podman may leave a created-but-not-running container behind; it is not ours
-            # to keep, and it would hold the name for the next attempt.
+            # A failed or interrupted restore may leave a created-but-not-running container
+            # behind; it is not ours to keep, and it would hold the name for the next attempt.
             with contextlib.suppress(WarmctlError):
                 leftover = podman.inspect_container(target)
                 if leftover is not None and not leftover.running:

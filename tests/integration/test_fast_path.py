@@ -1,6 +1,6 @@
-"""warmctl compresses and expands archives itself (multi-threaded zstd, scratch tar in memory
-or on disk). Whatever the path, a resume must bring back exactly the data podman's own path
-brings back, and warmctl's archives must stay importable by plain podman."""
+"""warmctl compresses and expands archives itself (multi-threaded zstd, with a plain tar in
+the catalogue's tmp/ in between). Whatever the path, a resume must bring back exactly the data
+podman's own path brings back, and warmctl's archives must stay importable by plain podman."""
 
 from __future__ import annotations
 
@@ -15,17 +15,13 @@ from warmctl.archive import detect_compression, summarize
 pytestmark = pytest.mark.podman
 
 
-@pytest.mark.parametrize(
-    ("compress", "scratch"),
-    [("zstd", "memory"), ("zstd", "disk"), ("none", "auto"), ("gzip", "auto")],
-)
+@pytest.mark.parametrize("compress", ["zstd", "none", "gzip"])
 def test_every_path_restores_the_same_data(
-    warmctl: Warmctl, containers: Containers, compress: str, scratch: str
+    warmctl: Warmctl, containers: Containers, compress: str
 ) -> None:
     name, port = start_memcached(containers)
     items = fill(port, 48, seed=21)
-    env = {"WARMCTL_SCRATCH": scratch}
-    warmctl("snapshot", name, "fp", "--leave-running", "--compress", compress, env=env)
+    warmctl("snapshot", name, "fp", "--leave-running", "--compress", compress)
     entry = warmctl("show", "fp", "--json").json()
     assert isinstance(entry, dict)
     archive = Path(entry["archive"])
@@ -35,7 +31,7 @@ def test_every_path_restores_the_same_data(
 
     other_port = free_port()
     warmctl("resume", "fp", "--name", containers.name("warmctl"),
-            "--publish", f"127.0.0.1:{other_port}:11211", env=env)
+            "--publish", f"127.0.0.1:{other_port}:11211")
     assert_all_back(other_port, items)
     assert list((warmctl.home / "tmp").iterdir()) == []
 

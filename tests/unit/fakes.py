@@ -68,6 +68,9 @@ class FakePodman(Podman):
     def image_exists(self, image: str) -> bool:
         return image in self.images
 
+    def image_id(self, image: str) -> str | None:
+        return "iid" if image.removesuffix(":latest") in self.images else None
+
     def run_detached(self, image: str, *, name: str, publish: Sequence[str] = (),
                      env: Sequence[str] = (), volumes: Sequence[str] = (),
                      extra_args: Sequence[str] = (), command: Sequence[str] = ()) -> str:

@@ -120,3 +120,12 @@ def test_home_option_overrides_the_environment(run: Runner, tmp_path: Path) -> N
     assert run("--home", str(tmp_path / "elsewhere"), "list", "--json").code == 0
     assert (tmp_path / "elsewhere" / "catalogue.db").exists()
     assert not (tmp_path / "home").exists()
+
+
+def test_test_modules_have_distinct_names() -> None:
+    # pytest imports test files by basename (rootdir-less "prepend" mode, which the
+    # integration tests need for `from support import ...`): two test_x.py in different
+    # folders break collection of the whole suite.
+    tests = Path(__file__).parent.parent
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted(set(names)) == sorted(names)

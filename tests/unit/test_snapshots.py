@@ -35,11 +35,9 @@ def snap(cat: Catalogue, podman: FakePodman, container: str = "mc", name: str = 
                          Progress()).ref
 
 
-@pytest.mark.parametrize("scratch", ["memory", "disk"])
 def test_zstd_snapshot_is_compressed_by_warmctl(
-    catalogue: Catalogue, fake_podman: FakePodman, scratch: str, monkeypatch: pytest.MonkeyPatch
+    catalogue: Catalogue, fake_podman: FakePodman
 ) -> None:
-    monkeypatch.setenv("WARMCTL_SCRATCH", scratch)
     fake_podman.add("mc", ports=["127.0.0.1:11211:11211/tcp"])
     assert snap(catalogue, fake_podman, labels={"tier": "cache"}) == "mc@1"
     assert fake_podman.calls[-1] == "checkpoint id0001 compress=none"

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from warmctl.cli.completion import complete_refs
 from warmctl.cli.options import JsonOption, app_of, output_for
 
 
@@ -20,6 +21,13 @@ def command(
         typer.Option("--probe-image", metavar="IMAGE",
                      help="Image for --probe (implies it); its default command must keep "
                           "running. Default: localhost/warmctl-test/busybox.",
+                     show_default=False),
+    ] = None,
+    snapshot: Annotated[
+        str | None,
+        typer.Option("--snapshot", metavar="REF", autocompletion=complete_refs,
+                     help="Also compare this host with the one that recorded REF: CPU flags, "
+                          "kernel, CRIU, podman, runtime, image.",
                      show_default=False),
     ] = None,
     json_mode: JsonOption = False,
@@ -46,6 +54,12 @@ def command(
                                            "fix podman first"))
             else:
                 checks.append(doctor.probe(app.podman, app.catalogue, probe_image))
+    if snapshot is not None:
+        from warmctl.refs import parse_ref
+
+        snap = app.catalogue().get(parse_ref(snapshot))
+        image_id = app.podman.image_id(snap.image_name) if facts.podman else None
+        checks += doctor.snapshot_checks(facts, snap, image_id)
     ok = doctor.can_checkpoint(checks)
     if json_mode:
         out.json({"ok": ok, "checks": [check.to_dict() for check in checks]})

@@ -16,6 +16,8 @@ from warmctl.cli import (
     doctor,
     list_cmd,
     prune,
+    pull,
+    push,
     resume,
     rm,
     show,
@@ -71,6 +73,8 @@ app.command("show")(show.command)
 app.command("rm")(rm.command)
 app.command("verify")(verify.command)
 app.command("prune")(prune.command)
+app.command("push")(push.command)
+app.command("pull")(pull.command)
 app.command("doctor")(doctor.command)
 app.command("completion")(completion_cmd.command)
 

@@ -83,3 +83,38 @@ def output_for(json_mode: bool, quiet: bool) -> Output:
     from warmctl.output import Output
 
     return Output(json_mode=json_mode, quiet=quiet)
+
+
+# Registry options, shared by `push` and `pull`, spelled as podman spells them.
+_TRUTH = {"true": True, "t": True, "1": True, "yes": True, "false": False, "f": False,
+          "0": False, "no": False}
+
+
+def parse_tls_verify(value: str) -> bool:
+    """``--tls-verify=false``: podman's spelling (a value, not a --no- flag)."""
+    try:
+        return _TRUTH[value.strip().lower()]
+    except KeyError:
+        raise typer.BadParameter(f"{value!r} is not true or false") from None
+
+
+def complete_booleans(incomplete: str) -> list[str]:
+    return [word for word in ("true", "false") if word.startswith(incomplete)]
+
+
+TlsVerifyOption = Annotated[
+    str,
+    typer.Option(
+        "--tls-verify", metavar="true|false", autocompletion=complete_booleans,
+        help="Require HTTPS with a trusted certificate. false: HTTPS without verification, "
+             "or plain HTTP when the registry does not speak TLS (a test registry of your own).",
+    ),
+]
+AuthfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--authfile", metavar="PATH", show_default=False,
+        help="Credentials file, as podman login writes it (default: $REGISTRY_AUTH_FILE, "
+             "else podman's and docker's usual files).",
+    ),
+]

@@ -40,8 +40,11 @@ def command(
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Remove snapshots that no retention policy keeps (a generation is kept if any policy
-    keeps it), then orphan archives and abandoned temporary files."""
+    """Remove the snapshots no retention policy keeps, then leftovers.
+
+    A generation is kept if any policy keeps it. Orphan archives and temporary files that no
+    live process holds are removed too.
+    """
     from warmctl.refs import validate_name
     from warmctl.retention import Policy
     from warmctl.snapshots import prune_snapshots

@@ -37,6 +37,12 @@ def command(
     ] = False,
     tcp_established: Annotated[bool, tcp_established_option(verb="Restore")] = False,
     file_locks: Annotated[bool, file_locks_option(verb="Restore")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict",
+                     help="Refuse (exit 6) a snapshot from another host when this host "
+                          "differs: CPU flags, kernel, CRIU, podman, runtime, image."),
+    ] = False,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -53,10 +59,12 @@ def command(
         replace=replace,
         tcp_established=tcp_established,
         file_locks=file_locks,
+        strict=strict,
     )
     catalogue = app.catalogue()
     with out.progress(f"resume {ref}") as progress:
-        container = resume_snapshot(catalogue, app.podman, parsed, options, progress)
+        container = resume_snapshot(catalogue, app.podman, parsed, options, progress,
+                                    warn=out.warn)
     if json_mode:
         out.json({"ref": catalogue.get(parsed).ref, "container": container})
     else:

@@ -42,6 +42,8 @@ def command(
     pairs += [(f"criu.{key}", str(value)) for key, value in snap.criu_stats.items()]
     for key, value in snap.extra.get("warm", {}).items():
         pairs.append((f"warm.{key}", str(value)))
+    for key, value in snap.extra.get("pulled", {}).items():
+        pairs.append((f"pulled.{key}", str(value)))
     pairs += [
         ("archive.image", summary.image_name),
         ("archive.runtime", summary.runtime),

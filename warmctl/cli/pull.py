@@ -1,0 +1,55 @@
+"""warmctl pull SOURCE [NAME]"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from warmctl.cli.options import (
+    AuthfileOption,
+    JsonOption,
+    QuietOption,
+    TlsVerifyOption,
+    app_of,
+    output_for,
+    parse_tls_verify,
+)
+
+
+def command(
+    ctx: typer.Context,
+    source: Annotated[
+        str,
+        typer.Argument(metavar="SOURCE",
+                       help="HOST[:PORT]/PATH[:TAG] or HOST[:PORT]/PATH@sha256:DIGEST in a "
+                            "registry; the default tag is latest."),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Snapshot name here (default: the name it was pushed under).",
+                       show_default=False),
+    ] = None,
+    tls_verify: TlsVerifyOption = "true",
+    authfile: AuthfileOption = None,
+    json_mode: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Download a snapshot from an OCI registry into the catalogue; prints NAME@GEN.
+
+    Every blob is checked against its digest before anything is recorded; an artifact that
+    is not a warmctl snapshot is refused.
+    """
+    from warmctl.sharing import RegistryOptions, pull_snapshot
+
+    options = RegistryOptions(tls_verify=parse_tls_verify(tls_verify),
+                              authfile=Path(authfile) if authfile else None)
+    out = output_for(json_mode, quiet)
+    catalogue = app_of(ctx).catalogue()
+    with out.progress(f"pull {source}") as progress:
+        snap = pull_snapshot(catalogue, source, name, options, progress)
+    if json_mode:
+        out.json(snap.to_dict())
+    else:
+        out.line(snap.ref)
