@@ -64,9 +64,12 @@ def run_subprocess(
     timeout: float,
     env: Mapping[str, str] | None = None,
     stdin: int | None = subprocess.DEVNULL,
+    own_session: bool = False,
 ) -> CommandResult:
     """Run argv without a shell, capture its output, and log what ran.
 
+    ``own_session``: the program gets a session of its own, so a Ctrl-C at the terminal does
+    not reach it (checkpoint and restore must not stop halfway; the caller decides).
     Raises HostError when the program is missing, and PodmanError on a timeout; a non-zero
     exit is returned, not raised, since what it means depends on the caller.
     """
@@ -82,6 +85,7 @@ def run_subprocess(
             env=dict(env) if env is not None else None,
             stdin=stdin,
             check=False,
+            start_new_session=own_session,
         )
     except FileNotFoundError as exc:
         raise HostError(
@@ -228,13 +232,15 @@ class PodmanCLI(Podman):
         self.program = program or os.environ.get("WARMCTL_PODMAN") or "podman"
         self._env = podman_environment()
 
-    def _run(self, *args: str, timeout: float = QUERY_TIMEOUT) -> CommandResult:
+    def _run(self, *args: str, timeout: float = QUERY_TIMEOUT,
+             own_session: bool = False) -> CommandResult:
         if shutil.which(self.program, path=self._env["PATH"]) is None:
             raise HostError(
                 f"{self.program} not found on PATH",
                 hint="install podman (apt-get install podman) or run scripts/provision-host",
             )
-        return run_subprocess([self.program, *args], timeout=timeout, env=self._env)
+        return run_subprocess([self.program, *args], timeout=timeout, env=self._env,
+                              own_session=own_session)
 
     def _check(self, result: CommandResult, what: str) -> CommandResult:
         if result.returncode != 0:
@@ -359,7 +365,7 @@ class PodmanCLI(Podman):
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        result = self._run(*args, container, timeout=CHECKPOINT_TIMEOUT)
+        result = self._run(*args, container, timeout=CHECKPOINT_TIMEOUT, own_session=True)
         if result.returncode != 0:
             if _NO_SUCH_CONTAINER.search(result.stderr):
                 raise NotFoundError(f"no such container: {container}")
@@ -387,7 +393,7 @@ class PodmanCLI(Podman):
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        result = self._run(*args, timeout=CHECKPOINT_TIMEOUT)
+        result = self._run(*args, timeout=CHECKPOINT_TIMEOUT, own_session=True)
         if result.returncode != 0:
             err = self._error(result, f"restore of {name}", CheckpointError)
             if err.criu_log is None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from warmctl import archive, host, hostcompat, transcode
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
@@ -25,6 +25,7 @@ from warmctl.errors import (
     ConflictError,
     HostError,
     IntegrityError,
+    Interrupted,
     NotFoundError,
     PodmanError,
     UsageError,
@@ -35,6 +36,7 @@ from warmctl.podman import COMPRESSIONS, CheckpointResult, Podman
 from warmctl.refs import Ref, is_valid_name, validate_name
 from warmctl.retention import Decision, Generation, Policy, plan_prune, summarize_plan
 
+T = TypeVar("T")
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
 
 
@@ -125,46 +127,53 @@ def take_snapshot(
 
     with contextlib.ExitStack() as stack:
         temp = stack.enter_context(catalogue.new_temp_file())
+        # For zstd, podman writes a plain tar and warmctl compresses it on all cores while
+        # podman is still writing (see warmctl/transcode.py); gzip and none podman writes itself.
+        ours = options.compress == "zstd"
+        export = stack.enter_context(catalogue.new_temp_file(".plain")).path if ours else temp.path
         progress.phase("checkpointing")
-        if options.compress == "zstd":
-            # podman writes a plain tar; warmctl compresses it on all cores, hashing as it
-            # goes, starting while podman is still writing (see warmctl/transcode.py).
-            export = stack.enter_context(catalogue.new_temp_file(".plain")).path
-            result, digest = _checkpoint_and_compress(
-                lambda: checkpoint(export, "none"), export, temp.path, progress)
-            plain_bytes = export.stat().st_size
-        else:
-            progress.watch_file(temp.path)
+        progress.watch_file(export)
+        interrupted = False
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            running = pool.submit(checkpoint, export, "none" if ours else options.compress)
+            digest: str | None = None
             try:
-                result = checkpoint(temp.path, options.compress)
+                if ours:
+                    digest = transcode.compress_zstd(
+                        export, temp.path, progress.advance,
+                        still_growing=lambda: not running.done())
+                result = running.result()
+            except KeyboardInterrupt:
+                # Ctrl-C reached warmctl only: podman runs in a session of its own. A
+                # checkpoint stopped halfway can leave the container dead with its state in
+                # no archive, so podman finishes first (a second Ctrl-C abandons it).
+                interrupted, digest = True, None
+                progress.phase("interrupted: letting podman finish (Ctrl-C again abandons it)")
+                result = running.result()
+            except BaseException:
+                running.result()  # podman's own failure says more than ours
+                raise
             finally:
                 progress.stop_watching()
-            progress.phase("hashing")
-            digest = archive.sha256_file(temp.path, progress.advance)
-            plain_bytes = None
+        if interrupted and options.leave_running:
+            raise Interrupted("interrupted: the container kept running; nothing was recorded")
+        if digest is None:
+            progress.phase("compressing" if ours else "hashing")
+            digest = (transcode.compress_zstd(export, temp.path, progress.advance) if ours
+                      else archive.sha256_file(temp.path, progress.advance))
         progress.phase("publishing")
         record = dataclasses.replace(
             record,
             criu_stats=result.criu_statistics,
-            extra={**record.extra, "plain_bytes": plain_bytes, "cpu": hostcompat.cpu_record()},
+            extra={**record.extra, "plain_bytes": export.stat().st_size if ours else None,
+                   "cpu": hostcompat.cpu_record()},
         )
-        return catalogue.publish(temp, record, sha256=digest)
-
-
-def _checkpoint_and_compress(
-    checkpoint: Callable[[], CheckpointResult], export: Path, dest: Path, progress: Progress
-) -> tuple[CheckpointResult, str]:
-    """Run the checkpoint in a thread and compress its export as it grows."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        running = pool.submit(checkpoint)
-        try:
-            digest = transcode.compress_zstd(
-                export, dest, progress.advance, still_growing=lambda: not running.done())
-        except BaseException:
-            # Whatever went wrong here, podman's own outcome says more; wait for it.
-            running.result()
-            raise
-        return running.result(), digest
+        snapshot = catalogue.publish(temp, record, sha256=digest)
+    if interrupted:
+        raise Interrupted(
+            f"interrupted after podman had stopped {info.name}: its state is recorded as "
+            f"{snapshot.ref}, so that it is not lost", hint=f"warmctl resume {snapshot.ref}")
+    return snapshot
 
 
 @dataclass(frozen=True)
@@ -225,13 +234,13 @@ def resume_snapshot(
             podman.remove_container(existing.id)
         progress.phase("restoring")
         try:
-            podman.restore(
+            _, interrupted = _let_podman_finish(lambda: podman.restore(
                 source,
                 name=target,
                 publish=options.publish,
                 tcp_established=options.tcp_established,
                 file_locks=options.file_locks,
-            )
+            ), progress)
         except (PodmanError, KeyboardInterrupt) as err:
             # First keep CRIU's log: it lives in the leftover container's directory.
             if isinstance(err, CheckpointError):
@@ -243,7 +252,23 @@ def resume_snapshot(
                 if leftover is not None and not leftover.running:
                     podman.remove_container(leftover.id)
             raise
+    if interrupted:
+        raise Interrupted(f"interrupted while podman restored {target}: it finished, and "
+                          f"{target} is running")
     return target
+
+
+def _let_podman_finish(work: Callable[[], T], progress: Progress) -> tuple[T, bool]:
+    """Run a podman call (in a session of its own, so Ctrl-C reaches warmctl only) and let
+    it finish even when interrupted: a restore stopped halfway leaves a broken container.
+    Returns its result and whether the user asked to stop; a second Ctrl-C abandons it."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(work)
+        try:
+            return running.result(), False
+        except KeyboardInterrupt:
+            progress.phase("interrupted: letting podman finish (Ctrl-C again abandons it)")
+            return running.result(), True
 
 
 def check_digest(snapshot: Snapshot, path: Path, progress: Progress) -> None:

@@ -54,10 +54,12 @@ class Warmctl:
         return result
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Started in a process group of its own, like a command at a terminal, so that a
+        test can send the group a terminal's Ctrl-C (os.killpg)."""
         return subprocess.Popen(
             [sys.executable, "-m", "warmctl", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, process_group=0,
         )
 
 

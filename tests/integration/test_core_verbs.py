@@ -370,3 +370,52 @@ def test_exit_130_interrupted_verify_leaves_no_temporary_file(
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert list(tmp.iterdir()) == []
+
+
+def ctrl_c_during_checkpoint(warmctl: Warmctl, *args: str) -> tuple[int, str]:
+    """Start a snapshot, and once podman's export is under way, press Ctrl-C: SIGINT to the
+    whole foreground process group, as a terminal does."""
+    import signal
+
+    proc = warmctl.popen("snapshot", *args)
+    tmp = warmctl.home / "tmp"
+    deadline = time.monotonic() + 60
+
+    def export_started() -> bool:
+        return tmp.exists() and any(p.stat().st_size > 0 for p in tmp.glob("*.plain"))
+
+    while not export_started():
+        assert proc.poll() is None, "snapshot finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=600)
+    return proc.returncode, err
+
+
+def test_ctrl_c_during_checkpoint_keeps_the_state_of_a_stopped_container(
+    warmctl: Warmctl, containers: Containers
+) -> None:
+    name, port = start_memcached(containers)
+    items = fill(port, 256, seed=9)
+    code, err = ctrl_c_during_checkpoint(warmctl, name, "ctrlc")
+    assert code == 130, err
+    assert "recorded as ctrlc@1" in err
+    assert containers.state(name) == "exited"  # podman's checkpoint completed and stopped it
+    assert list((warmctl.home / "tmp").iterdir()) == []
+    podman("rm", "--force", name)
+    warmctl("resume", "ctrlc")
+    assert_all_back(port, items)
+
+
+def test_ctrl_c_during_checkpoint_with_leave_running_records_nothing(
+    warmctl: Warmctl, containers: Containers
+) -> None:
+    name, port = start_memcached(containers)
+    fill(port, 256, seed=10)
+    code, err = ctrl_c_during_checkpoint(warmctl, name, "ctrlc", "--leave-running")
+    assert code == 130, err
+    assert "nothing was recorded" in err
+    assert containers.state(name) == "running"
+    assert warmctl("list", "--json").json() == []
+    assert list((warmctl.home / "tmp").iterdir()) == []
