@@ -232,15 +232,16 @@ class PodmanCLI(Podman):
         self.program = program or os.environ.get("WARMCTL_PODMAN") or "podman"
         self._env = podman_environment()
 
-    def _run(self, *args: str, timeout: float = QUERY_TIMEOUT,
-             own_session: bool = False) -> CommandResult:
+    def _run(self, *args: str, timeout: float = QUERY_TIMEOUT) -> CommandResult:
         if shutil.which(self.program, path=self._env["PATH"]) is None:
             raise HostError(
                 f"{self.program} not found on PATH",
                 hint="install podman (apt-get install podman) or run scripts/provision-host",
             )
+        # Every podman call gets a session of its own: a Ctrl-C at the terminal reaches
+        # warmctl alone, which decides what to stop (never a checkpoint or restore halfway).
         return run_subprocess([self.program, *args], timeout=timeout, env=self._env,
-                              own_session=own_session)
+                              own_session=True)
 
     def _check(self, result: CommandResult, what: str) -> CommandResult:
         if result.returncode != 0:
@@ -365,7 +366,7 @@ class PodmanCLI(Podman):
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        result = self._run(*args, container, timeout=CHECKPOINT_TIMEOUT, own_session=True)
+        result = self._run(*args, container, timeout=CHECKPOINT_TIMEOUT)
         if result.returncode != 0:
             if _NO_SUCH_CONTAINER.search(result.stderr):
                 raise NotFoundError(f"no such container: {container}")
@@ -393,7 +394,7 @@ class PodmanCLI(Podman):
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        result = self._run(*args, timeout=CHECKPOINT_TIMEOUT, own_session=True)
+        result = self._run(*args, timeout=CHECKPOINT_TIMEOUT)
         if result.returncode != 0:
             err = self._error(result, f"restore of {name}", CheckpointError)
             if err.criu_log is None:

@@ -32,7 +32,7 @@ from warmctl.errors import (
     WarmctlError,
 )
 from warmctl.output import Progress
-from warmctl.podman import COMPRESSIONS, CheckpointResult, Podman
+from warmctl.podman import COMPRESSIONS, CheckpointResult, HostVersions, Podman
 from warmctl.refs import Ref, is_valid_name, validate_name
 from warmctl.retention import Decision, Generation, Policy, plan_prune, summarize_plan
 
@@ -95,53 +95,65 @@ def take_snapshot(
             f"container {container} is {info.state}, not running: only a running container "
             "can be snapshotted"
         )
-    versions = podman.host_versions()
     catalogue.check_writable()
     record = SnapshotRecord(
-        name=name,
-        container_name=info.name,
-        container_id=info.id,
-        image_name=info.image_name,
-        image_id=info.image_id,
-        compression=options.compress,
-        ports=info.ports,
-        labels=options.labels or {},
-        host={
-            "podman": versions.podman,
-            "runtime": versions.runtime,
-            "runtime_version": versions.runtime_version,
-            "criu": criu_version,
-            "kernel": versions.kernel,
-            "hostname": versions.hostname,
-        },
-        extra=extra or {},
+        name=name, container_name=info.name, container_id=info.id,
+        image_name=info.image_name, image_id=info.image_id, compression=options.compress,
+        ports=info.ports, labels=options.labels or {}, extra=extra or {},
     )
+    with contextlib.ExitStack() as stack:
+        # `podman info` takes about 0.3 s: it runs while podman checkpoints.
+        background = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+        versions = background.submit(podman.host_versions)
+        archive_file = stack.enter_context(catalogue.new_temp_file())
+        result, digest, plain_bytes, interrupted = _checkpoint_into(
+            catalogue, podman, info.id, name, options, archive_file.path, progress)
+        progress.phase("publishing")
+        record = dataclasses.replace(
+            record,
+            host=_host_record(versions.result(), criu_version),
+            criu_stats=result.criu_statistics,
+            extra={**record.extra, "plain_bytes": plain_bytes, "cpu": hostcompat.cpu_record()},
+        )
+        snapshot = catalogue.publish(archive_file, record, sha256=digest)
+    if interrupted:
+        raise Interrupted(
+            f"interrupted after podman had stopped {info.name}: its state is recorded as "
+            f"{snapshot.ref}, so that it is not lost", hint=f"warmctl resume {snapshot.ref}")
+    return snapshot
+
+
+def _checkpoint_into(
+    catalogue: Catalogue, podman: Podman, container_id: str, name: str,
+    options: SnapshotOptions, dest: Path, progress: Progress,
+) -> tuple[CheckpointResult, str, int | None, bool]:
+    """Checkpoint into ``dest``. Returns podman's result, the archive's sha256, the plain
+    tar's size (when warmctl compressed it) and whether the user pressed Ctrl-C meanwhile.
+
+    For zstd, podman writes a plain tar and warmctl compresses it on all cores while podman
+    is still writing (see warmctl/transcode.py); gzip and none podman writes itself.
+    """
     def checkpoint(export: Path, compress: str) -> CheckpointResult:
         try:
             return podman.checkpoint(
-                info.id, export, leave_running=options.leave_running, compress=compress,
+                container_id, export, leave_running=options.leave_running, compress=compress,
                 tcp_established=options.tcp_established, file_locks=options.file_locks,
             )
         except CheckpointError as err:
             raise keep_criu_log(catalogue, err, f"{name}-dump") from err
 
+    ours = options.compress == "zstd"
     with contextlib.ExitStack() as stack:
-        temp = stack.enter_context(catalogue.new_temp_file())
-        # For zstd, podman writes a plain tar and warmctl compresses it on all cores while
-        # podman is still writing (see warmctl/transcode.py); gzip and none podman writes itself.
-        ours = options.compress == "zstd"
-        export = stack.enter_context(catalogue.new_temp_file(".plain")).path if ours else temp.path
+        export = stack.enter_context(catalogue.new_temp_file(".plain")).path if ours else dest
         progress.phase("checkpointing")
         progress.watch_file(export)
-        interrupted = False
+        interrupted, digest = False, None
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             running = pool.submit(checkpoint, export, "none" if ours else options.compress)
-            digest: str | None = None
             try:
                 if ours:
                     digest = transcode.compress_zstd(
-                        export, temp.path, progress.advance,
-                        still_growing=lambda: not running.done())
+                        export, dest, progress.advance, still_growing=lambda: not running.done())
                 result = running.result()
             except KeyboardInterrupt:
                 # Ctrl-C reached warmctl only: podman runs in a session of its own. A
@@ -159,21 +171,20 @@ def take_snapshot(
             raise Interrupted("interrupted: the container kept running; nothing was recorded")
         if digest is None:
             progress.phase("compressing" if ours else "hashing")
-            digest = (transcode.compress_zstd(export, temp.path, progress.advance) if ours
-                      else archive.sha256_file(temp.path, progress.advance))
-        progress.phase("publishing")
-        record = dataclasses.replace(
-            record,
-            criu_stats=result.criu_statistics,
-            extra={**record.extra, "plain_bytes": export.stat().st_size if ours else None,
-                   "cpu": hostcompat.cpu_record()},
-        )
-        snapshot = catalogue.publish(temp, record, sha256=digest)
-    if interrupted:
-        raise Interrupted(
-            f"interrupted after podman had stopped {info.name}: its state is recorded as "
-            f"{snapshot.ref}, so that it is not lost", hint=f"warmctl resume {snapshot.ref}")
-    return snapshot
+            digest = (transcode.compress_zstd(export, dest, progress.advance) if ours
+                      else archive.sha256_file(dest, progress.advance))
+        return result, digest, export.stat().st_size if ours else None, interrupted
+
+
+def _host_record(versions: HostVersions, criu_version: str) -> dict[str, str]:
+    return {
+        "podman": versions.podman,
+        "runtime": versions.runtime,
+        "runtime_version": versions.runtime_version,
+        "criu": criu_version,
+        "kernel": versions.kernel,
+        "hostname": versions.hostname,
+    }
 
 
 @dataclass(frozen=True)
