@@ -38,6 +38,7 @@ from warmctl.refs import Ref, format_ref, validate_name
 
 SCHEMA_VERSION = 1
 DEFAULT_LOCK_TIMEOUT = 30.0
+PUBLISH_LOCK_TIMEOUT = 600.0
 STALE_CREATING_SECONDS = 3600
 
 _SCHEMA = """
@@ -283,6 +284,16 @@ class Catalogue:
             db.execute("ROLLBACK")
             raise self._translate(exc) from exc
 
+    @contextlib.contextmanager
+    def _patience(self, seconds: float) -> Iterator[None]:
+        """Wait up to ``seconds`` (at least the usual timeout) for the lock in this block."""
+        longer = max(seconds, self.lock_timeout)
+        self.db.execute(f"PRAGMA busy_timeout = {int(longer * 1000)}")
+        try:
+            yield
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
+
     def _query(
         self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
     ) -> list[sqlite3.Row]:
@@ -377,7 +388,10 @@ class Catalogue:
         finally:
             os.close(fd)
         created = datetime.now(UTC)
-        with self._write() as db:
+        # The checkpoint is taken: giving up now could lose the only copy of a stopped
+        # container's memory, so wait much longer than commands wait to start (they checked
+        # the lock before touching the container; writers hold it for milliseconds).
+        with self._patience(PUBLISH_LOCK_TIMEOUT), self._write() as db:
             row = db.execute(
                 "SELECT next_generation FROM names WHERE name = ?", (record.name,)
             ).fetchone()

@@ -115,12 +115,33 @@ def test_write_lock_held_elsewhere_is_busy_exit_8(cat: Catalogue) -> None:
     blocker.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(CatalogueBusyError) as info:
-            publish(cat)
+            cat.check_writable()
         assert info.value.exit_code == ExitCode.BUSY
+        with pytest.raises(CatalogueBusyError):
+            cat.sweep_orphan_archives()
     finally:
         blocker.execute("ROLLBACK")
-    assert cat.list_snapshots() == []
-    assert list(cat.archives_dir.iterdir()) == []
+
+
+def test_publish_outwaits_a_lock_longer_than_the_usual_timeout(cat: Catalogue) -> None:
+    import threading
+
+    blocker = sqlite3.connect(cat.db_path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    # Held for several times the catalogue's 0.2 s timeout, then released.
+    release = threading.Timer(1.0, lambda: blocker.execute("ROLLBACK"))
+    release.start()
+    try:
+        assert publish(cat) == "mc@1"  # a taken checkpoint is not thrown away for a lock
+    finally:
+        release.join()
+    # The usual timeout is back after publishing.
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(CatalogueBusyError):
+            cat.check_writable()
+    finally:
+        blocker.execute("ROLLBACK")
 
 
 def test_garbage_database_is_integrity_error_not_empty(tmp_path: Path) -> None:
