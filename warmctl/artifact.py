@@ -16,6 +16,7 @@ snapshot twice writes the same config and manifest, with the same digests.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,7 +146,8 @@ def _descriptor(value: Any, source: str, what: str) -> Descriptor:
     if not isinstance(media_type, str) or not isinstance(digest, str) \
             or not isinstance(size, int) or size < 0:
         raise not_a_snapshot(source, f"its {what} descriptor is malformed")
-    if not digest.startswith("sha256:") or len(digest) != 71:
+    # It becomes part of blob URLs: exactly sha256 and 64 lowercase hex digits, nothing else.
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
         raise IntegrityError(f"{source}: {what} digest {digest!r} is not a sha256 digest")
     return Descriptor(media_type, digest, size)
 

@@ -7,12 +7,13 @@ Layout (see docs/design.md)::
       archives/NAME@GEN.tar   published checkpoint archives, 0600
       tmp/                exports in progress and links held by running resumes
       logs/               CRIU logs kept from failed checkpoints and restores
+      rescued/            checkpoints that stopped their container but could not be recorded
 
 How an archive is published: podman exports into ``tmp/``; the file is hashed; then, inside one
 immediate (write-locked) SQLite transaction, it is renamed into ``archives/`` and its row
-inserted. A crash before the rename leaves a temporary file; between rename and commit, an
-archive without a row. Both are swept by later commands, and a row never points at a missing
-or half-written archive.
+inserted. A crash before the rename leaves a temporary file, swept by the next command that
+opens the catalogue; between rename and commit, an archive without a row, swept by the next
+rm or prune (under the write lock). A row never points at a missing or half-written archive.
 
 A temporary file is owned through an exclusive ``flock`` held by the process that made it;
 the sweep deletes only files whose lock it can take, i.e. whose owner has died.
@@ -177,9 +178,13 @@ class TempFile:
 
 
 def _secure_mkdir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # mkdir's mode is filtered by the umask, and an existing directory keeps its mode.
-    os.chmod(path, 0o700)
+    """Create a 0700 directory whatever the umask. An existing one keeps its mode: --home
+    may name a directory that is not warmctl's to change (doctor warns when it is open)."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        return
+    os.chmod(path, 0o700)  # mkdir's mode was filtered by the umask
 
 
 class Catalogue:
@@ -194,6 +199,7 @@ class Catalogue:
         self.db_path = home / "catalogue.db"
         self.lock_timeout = lock_timeout
         self._db: sqlite3.Connection | None = None
+        self.swept_on_open: list[Path] = []  # what open() removed from tmp/
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -233,7 +239,7 @@ class Catalogue:
                 hint="restore it from a backup, or move it aside to start a new catalogue",
             ) from exc
         self._db = db
-        self.sweep_temporary_files()
+        self.swept_on_open = self.sweep_temporary_files()
         return self
 
     def close(self) -> None:
@@ -276,12 +282,14 @@ class Catalogue:
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         try:
             db.execute("COMMIT")
         except sqlite3.OperationalError as exc:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise self._translate(exc) from exc
 
     @contextlib.contextmanager
@@ -324,17 +332,31 @@ class Catalogue:
         """A locked hard link to a snapshot's archive, so that a concurrent rm or prune
         cannot pull the file from under a resume or verify that is reading it."""
         stem = f"{os.getpid()}-{uuid.uuid4().hex}"
-        path = self.tmp_dir / f"{stem}.hold"
+        creating = self.tmp_dir / f"{stem}.creating"
         try:
-            os.link(snapshot.archive, path)
+            os.link(snapshot.archive, creating)
         except FileNotFoundError as exc:
             raise IntegrityError(
                 f"archive of {snapshot.ref} is missing: {snapshot.archive}",
                 hint=f"remove the entry with: warmctl rm {snapshot.ref}",
             ) from exc
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(creating, os.O_RDONLY | os.O_CLOEXEC)
         fcntl.flock(fd, fcntl.LOCK_SH)
+        # As in new_temp_file: locked before it gets a name the sweep looks at.
+        path = self.tmp_dir / f"{stem}.hold"
+        os.rename(creating, path)
         return TempFile(path, fd)
+
+    def rescue(self, path: Path, name: str) -> Path:
+        """Move a checkpoint that could not be recorded to rescued/, where no sweep touches
+        it: when podman's checkpoint stopped the container, it is the only copy left."""
+        rescued = self.home / "rescued"
+        _secure_mkdir(rescued)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        dest = rescued / f"{name}-{stamp}-{uuid.uuid4().hex[:8]}.tar"
+        os.rename(path, dest)
+        os.chmod(dest, 0o600)
+        return dest
 
     def sweep_temporary_files(self) -> list[Path]:
         """Remove temporary files whose owner is gone. Returns what was removed."""
@@ -346,8 +368,10 @@ class Catalogue:
         now = time.time()
         for path in entries:
             if path.suffix == ".creating":
+                # ctime, not mtime: a hard link to an old archive has an old mtime, but
+                # making the link set its ctime.
                 with contextlib.suppress(FileNotFoundError):
-                    if now - path.stat().st_mtime > STALE_CREATING_SECONDS:
+                    if now - path.stat().st_ctime > STALE_CREATING_SECONDS:
                         path.unlink()
                         removed.append(path)
                 continue
@@ -364,8 +388,10 @@ class Catalogue:
             known = {row[0] for row in db.execute("SELECT archive FROM snapshots")}
             for path in self.archives_dir.iterdir():
                 if path.name not in known:
-                    path.unlink()
-                    removed.append(path)
+                    # A concurrent rm unlinks its files after its own transaction.
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                        removed.append(path)
         return removed
 
     def check_writable(self) -> None:
@@ -391,27 +417,36 @@ class Catalogue:
         # The checkpoint is taken: giving up now could lose the only copy of a stopped
         # container's memory, so wait much longer than commands wait to start (they checked
         # the lock before touching the container; writers hold it for milliseconds).
-        with self._patience(PUBLISH_LOCK_TIMEOUT), self._write() as db:
-            row = db.execute(
-                "SELECT next_generation FROM names WHERE name = ?", (record.name,)
-            ).fetchone()
-            generation = row[0] if row else 1
-            archive_name = f"{format_ref(record.name, generation)}.tar"
-            db.execute(
-                "INSERT INTO names (name, next_generation) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET next_generation = excluded.next_generation",
-                (record.name, generation + 1),
-            )
-            db.execute(
-                "INSERT INTO snapshots VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    record.name, generation, created.isoformat(), archive_name, size, sha256,
-                    record.compression, record.container_name, record.container_id,
-                    record.image_name, record.image_id, json.dumps(record.meta()),
-                ),
-            )
-            os.rename(temp.path, self.archives_dir / archive_name)
-            _fsync_dir(self.archives_dir)
+        published: Path | None = None
+        try:
+            with self._patience(PUBLISH_LOCK_TIMEOUT), self._write() as db:
+                row = db.execute(
+                    "SELECT next_generation FROM names WHERE name = ?", (record.name,)
+                ).fetchone()
+                generation = row[0] if row else 1
+                archive_name = f"{format_ref(record.name, generation)}.tar"
+                db.execute(
+                    "INSERT INTO names (name, next_generation) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET next_generation = excluded.next_generation",
+                    (record.name, generation + 1),
+                )
+                db.execute(
+                    "INSERT INTO snapshots VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        record.name, generation, created.isoformat(), archive_name, size, sha256,
+                        record.compression, record.container_name, record.container_id,
+                        record.image_name, record.image_id, json.dumps(record.meta()),
+                    ),
+                )
+                published = self.archives_dir / archive_name
+                os.rename(temp.path, published)
+                _fsync_dir(self.archives_dir)
+        except BaseException:
+            # Not committed (COMMIT itself can fail, e.g. on a full disk): the file goes back
+            # to the caller's temporary name instead of waiting as an orphan to be swept.
+            if published is not None and published.exists() and not temp.path.exists():
+                os.rename(published, temp.path)
+            raise
         temp.close(remove=False)
         return self.get(Ref(record.name, generation))
 
@@ -449,12 +484,6 @@ class Catalogue:
         if not rows:
             raise NotFoundError(f"no snapshot {ref}", hint="see: warmctl list")
         return self._snapshot(rows[0])
-
-    def names(self) -> list[str]:
-        return [row[0] for row in self._query("SELECT DISTINCT name FROM snapshots ORDER BY 1")]
-
-    def total_size(self) -> int:
-        return int(self._query("SELECT coalesce(sum(size_bytes), 0) FROM snapshots")[0][0])
 
     def _snapshot(self, row: sqlite3.Row) -> Snapshot:
         return Snapshot(

@@ -2,7 +2,7 @@
 
 The exit codes are a contract with shell scripts: README, the man page and the tests
 pin them. Every failure warmctl reports is one of these exceptions; the single
-boundary in ``warmctl.cli.main.cli`` turns them into one line on stderr and an exit code.
+boundary in ``warmctl.cli.main.main`` turns them into one line on stderr and an exit code.
 """
 
 from __future__ import annotations
@@ -93,15 +93,6 @@ class PodmanError(WarmctlError):
         self.returncode = returncode
         self.stderr = stderr
         self.criu_log = criu_log
-
-    @property
-    def first_error_line(self) -> str:
-        """podman's own first meaningful error line, for the one-line report."""
-        for line in self.stderr.splitlines():
-            line = line.strip()
-            if line:
-                return line
-        return ""
 
 
 class PodmanConflictError(PodmanError):

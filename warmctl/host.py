@@ -104,10 +104,6 @@ def hostname() -> str:
     return os.uname().nodename
 
 
-def is_root() -> bool:
-    return os.geteuid() == 0
-
-
 def version_tuple(version: str) -> tuple[int, ...]:
     """'4.2.1' -> (4, 2, 1); '6.18.44-fc-v509' -> (6, 18, 44). Non-numeric parts end it."""
     parts: list[int] = []

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -110,7 +109,6 @@ class Output:
     def __init__(self, *, json_mode: bool = False, quiet: bool = False) -> None:
         self.json_mode = json_mode
         self.quiet = quiet
-        self._lock = threading.Lock()
 
     def _console(self, stderr: bool) -> Console:
         from rich.console import Console
@@ -210,10 +208,3 @@ class Output:
             return
         with LiveProgress(self._console(stderr=True), verb) as live:
             yield live
-
-
-def noop_progress() -> Progress:
-    return Progress()
-
-
-ProgressFactory = Callable[[str], Progress]

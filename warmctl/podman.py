@@ -30,9 +30,11 @@ from warmctl.errors import (
 
 log = logging.getLogger(__name__)
 
-# Checkpointing a large container takes minutes; ordinary queries take well under a second.
+# Ordinary queries take well under a second.
 QUERY_TIMEOUT = 60.0
-CHECKPOINT_TIMEOUT = 3600.0
+# podman run may pull an image. Checkpoint and restore get no timeout at all: killing podman
+# halfway through can leave a container frozen or dead with its memory in no archive.
+RUN_TIMEOUT = 3600.0
 # runc finds criu through PATH. A shim for a newer CRIU typically lives in /usr/local/sbin,
 # which some environments (cron, sudo's secure_path variants) leave out; put the usual
 # directories back so that podman -> conmon -> runc finds the same criu as an admin's shell.
@@ -61,7 +63,7 @@ def podman_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
 def run_subprocess(
     argv: Sequence[str],
     *,
-    timeout: float,
+    timeout: float | None,
     env: Mapping[str, str] | None = None,
     stdin: int | None = subprocess.DEVNULL,
     own_session: bool = False,
@@ -94,7 +96,7 @@ def run_subprocess(
         ) from exc
     except subprocess.TimeoutExpired as exc:
         raise PodmanError(
-            f"{argv[0]} {argv[1] if len(argv) > 1 else ''} did not finish within {timeout:.0f}s",
+            f"{' '.join(argv[:2])} did not finish within {exc.timeout:.0f}s",
             argv=argv,
         ) from exc
     log.debug("exit %d: %s", proc.returncode, argv[0])
@@ -232,7 +234,7 @@ class PodmanCLI(Podman):
         self.program = program or os.environ.get("WARMCTL_PODMAN") or "podman"
         self._env = podman_environment()
 
-    def _run(self, *args: str, timeout: float = QUERY_TIMEOUT) -> CommandResult:
+    def _run(self, *args: str, timeout: float | None = QUERY_TIMEOUT) -> CommandResult:
         if shutil.which(self.program, path=self._env["PATH"]) is None:
             raise HostError(
                 f"{self.program} not found on PATH",
@@ -340,7 +342,7 @@ class PodmanCLI(Podman):
             args += ["--volume", vol]
         args += list(extra_args)
         args += ["--", image, *command]
-        result = self._run(*args, timeout=CHECKPOINT_TIMEOUT)
+        result = self._run(*args, timeout=RUN_TIMEOUT)
         if result.returncode != 0:
             raise self._error(result, f"podman run {image}", PodmanError)
         return result.stdout.strip().splitlines()[-1]
@@ -366,7 +368,7 @@ class PodmanCLI(Podman):
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        result = self._run(*args, container, timeout=CHECKPOINT_TIMEOUT)
+        result = self._run(*args, container, timeout=None)
         if result.returncode != 0:
             if _NO_SUCH_CONTAINER.search(result.stderr):
                 raise NotFoundError(f"no such container: {container}")
@@ -394,7 +396,7 @@ class PodmanCLI(Podman):
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        result = self._run(*args, timeout=CHECKPOINT_TIMEOUT)
+        result = self._run(*args, timeout=None)
         if result.returncode != 0:
             err = self._error(result, f"restore of {name}", CheckpointError)
             if err.criu_log is None:

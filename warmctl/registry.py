@@ -128,10 +128,6 @@ def _looks_like_host(component: str) -> bool:
     return hostish and _HOST_RE.fullmatch(component) is not None
 
 
-def is_valid_tag(tag: str) -> bool:
-    return _TAG_RE.fullmatch(tag) is not None
-
-
 def _api_host(registry: str) -> str:
     """Docker Hub's API does not live at the name people write."""
     return "registry-1.docker.io" if registry in _DOCKER_HUB else registry
@@ -485,7 +481,12 @@ class RegistryClient:
         if challenge.params.get("service"):
             query.append(("service", challenge.params["service"]))
         query.append(("scope", self._scope))
-        headers = {"Authorization": self.credentials.basic()} if self.credentials else {}
+        # A password goes in clear over http: only to a realm on https, or when the user
+        # turned TLS verification off for this registry.
+        send_password = self.credentials is not None and (
+            urlsplit(realm).scheme == "https" or not self.tls_verify)
+        headers = {"Authorization": self.credentials.basic()} if (
+            self.credentials and send_password) else {}
         sep = "&" if "?" in realm else "?"
         with self._network("token request"):
             resp = self._transport("GET", f"{realm}{sep}{urlencode(query)}", headers, None)

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +48,11 @@ class SnapshotOptions:
     file_locks: bool = False
     labels: dict[str, str] | None = None
 
+    def __post_init__(self) -> None:
+        # Checked when the options are made, before warm spends minutes warming.
+        if self.compress not in COMPRESSIONS:
+            raise UsageError(f"--compress must be one of {', '.join(COMPRESSIONS)}")
+
 
 def parse_labels(items: Sequence[str]) -> dict[str, str]:
     labels: dict[str, str] = {}
@@ -83,8 +88,6 @@ def take_snapshot(
     On failure the container is left as podman left it and nothing is recorded.
     """
     validate_name(name)
-    if options.compress not in COMPRESSIONS:
-        raise UsageError(f"--compress must be one of {', '.join(COMPRESSIONS)}")
     criu_version = require_usable_criu()
     progress.phase("inspecting")
     info = podman.inspect_container(container)
@@ -108,14 +111,17 @@ def take_snapshot(
         archive_file = stack.enter_context(catalogue.new_temp_file())
         result, digest, plain_bytes, interrupted = _checkpoint_into(
             catalogue, podman, info.id, name, options, archive_file.path, progress)
-        progress.phase("publishing")
-        record = dataclasses.replace(
-            record,
-            host=_host_record(versions.result(), criu_version),
-            criu_stats=result.criu_statistics,
-            extra={**record.extra, "plain_bytes": plain_bytes, "cpu": hostcompat.cpu_record()},
-        )
-        snapshot = catalogue.publish(archive_file, record, sha256=digest)
+        with _rescue_on_failure(catalogue, archive_file.path, name,
+                                armed=lambda: not options.leave_running):
+            progress.phase("publishing")
+            record = dataclasses.replace(
+                record,
+                host=_host_record(versions.result(), criu_version),
+                criu_stats=result.criu_statistics,
+                extra={**record.extra, "plain_bytes": plain_bytes,
+                       "cpu": hostcompat.cpu_record()},
+            )
+            snapshot = catalogue.publish(archive_file, record, sha256=digest)
     if interrupted:
         raise Interrupted(
             f"interrupted after podman had stopped {info.name}: its state is recorded as "
@@ -143,37 +149,71 @@ def _checkpoint_into(
             raise keep_criu_log(catalogue, err, f"{name}-dump") from err
 
     ours = options.compress == "zstd"
+    running: concurrent.futures.Future[CheckpointResult] | None = None
+
+    def stopped_by_checkpoint() -> bool:
+        """podman's checkpoint succeeded and stopped the container: the export is now the
+        only copy of its memory."""
+        return (not options.leave_running and running is not None and running.done()
+                and not running.cancelled() and running.exception() is None)
+
     with contextlib.ExitStack() as stack:
         export = stack.enter_context(catalogue.new_temp_file(".plain")).path if ours else dest
-        progress.phase("checkpointing")
-        progress.watch_file(export)
-        interrupted, digest = False, None
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            running = pool.submit(checkpoint, export, "none" if ours else options.compress)
-            try:
-                if ours:
-                    digest = transcode.compress_zstd(
-                        export, dest, progress.advance, still_growing=lambda: not running.done())
-                result = running.result()
-            except KeyboardInterrupt:
-                # Ctrl-C reached warmctl only: podman runs in a session of its own. A
-                # checkpoint stopped halfway can leave the container dead with its state in
-                # no archive, so podman finishes first (a second Ctrl-C abandons it).
-                interrupted, digest = True, None
-                progress.phase("interrupted: letting podman finish (Ctrl-C again abandons it)")
-                result = running.result()
-            except BaseException:
-                running.result()  # podman's own failure says more than ours
-                raise
-            finally:
-                progress.stop_watching()
-        if interrupted and options.leave_running:
-            raise Interrupted("interrupted: the container kept running; nothing was recorded")
-        if digest is None:
-            progress.phase("compressing" if ours else "hashing")
-            digest = (transcode.compress_zstd(export, dest, progress.advance) if ours
-                      else archive.sha256_file(dest, progress.advance))
-        return result, digest, export.stat().st_size if ours else None, interrupted
+        with _rescue_on_failure(catalogue, export, name, armed=stopped_by_checkpoint):
+            progress.phase("checkpointing")
+            progress.watch_file(export)
+            interrupted, digest = False, None
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+                running = pool.submit(checkpoint, export, "none" if ours else options.compress)
+                try:
+                    if ours:
+                        digest = transcode.compress_zstd(
+                            export, dest, progress.advance,
+                            still_growing=lambda: not running.done())
+                    result = running.result()
+                except KeyboardInterrupt:
+                    # Ctrl-C reached warmctl only: podman runs in a session of its own. A
+                    # checkpoint stopped halfway can leave the container dead with its state
+                    # in no archive, so podman finishes first.
+                    interrupted, digest = True, None
+                    progress.phase("interrupted: letting podman finish the checkpoint")
+                    result = running.result()
+                except BaseException:
+                    running.result()  # podman's own failure says more than ours
+                    raise
+                finally:
+                    progress.stop_watching()
+            if interrupted and options.leave_running:
+                raise Interrupted(
+                    "interrupted: the container kept running; nothing was recorded")
+            if digest is None:
+                progress.phase("compressing" if ours else "hashing")
+                digest = (transcode.compress_zstd(export, dest, progress.advance) if ours
+                          else archive.sha256_file(dest, progress.advance))
+            return result, digest, export.stat().st_size if ours else None, interrupted
+
+
+@contextlib.contextmanager
+def _rescue_on_failure(catalogue: Catalogue, path: Path, name: str,
+                       armed: Callable[[], bool]) -> Iterator[None]:
+    """When the block fails while ``armed()`` (the checkpoint stopped the container, so
+    ``path`` holds the only copy of its memory), keep ``path`` in the catalogue's
+    rescued/ folder and say so in the error, whatever the error was."""
+    try:
+        yield
+    except BaseException as exc:
+        if not armed() or not path.exists():
+            raise
+        saved = catalogue.rescue(path, name)
+        note = (f"the checkpoint had already stopped the container: its memory is kept in "
+                f"{saved} (podman container restore --import {saved})")
+        if isinstance(exc, WarmctlError):
+            exc.message = f"{exc.message}; {note}"
+            raise
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(f"interrupted; {note}") from exc
+        reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else str(exc)
+        raise WarmctlError(f"{reason}; {note}") from exc
 
 
 def _host_record(versions: HostVersions, criu_version: str) -> dict[str, str]:
@@ -283,11 +323,7 @@ def _let_podman_finish(work: Callable[[], T], progress: Progress) -> tuple[T, bo
 
 
 def check_digest(snapshot: Snapshot, path: Path, progress: Progress) -> None:
-    try:
-        digest = archive.sha256_file(path, progress.advance)
-    except OSError as exc:
-        raise IntegrityError(f"archive of {snapshot.ref} is unreadable: {exc.strerror}") from exc
-    compare_digest(snapshot, digest)
+    compare_digest(snapshot, archive.sha256_file(path, progress.advance))
 
 
 def compare_digest(snapshot: Snapshot, digest: str) -> None:
@@ -345,7 +381,7 @@ def prune_snapshots(catalogue: Catalogue, policy: Policy, names: Sequence[str] =
         return PruneResult(decisions, plan.bytes_freed, [])
     freed = catalogue.remove([by_ref[g.ref] for g in plan.removed])
     leftovers = [p.name for p in catalogue.sweep_orphan_archives()]
-    leftovers += [p.name for p in catalogue.sweep_temporary_files()]
+    leftovers += [p.name for p in catalogue.swept_on_open + catalogue.sweep_temporary_files()]
     return PruneResult(decisions, freed, leftovers)
 
 
@@ -390,7 +426,7 @@ def keep_criu_log(catalogue: Catalogue, err: CheckpointError, label: str) -> Che
     """Copy CRIU's log into the catalogue's logs/ (podman removes its copy with the
     container), add CRIU's first error line to the message, and a fix as the hint when the
     failure is a known one."""
-    criu_errors: list[str] = []
+    criu_lines: list[str] = []
     if err.criu_log is not None and err.criu_log.is_file():
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         kept = catalogue.logs_dir / f"{stamp}-{label}.log"
@@ -401,11 +437,11 @@ def keep_criu_log(catalogue: Catalogue, err: CheckpointError, label: str) -> Che
             pass
         else:
             err.criu_log = kept
-            criu_errors = criu_error_lines(kept)
-            if criu_errors:
-                err.message += f"; CRIU: {criu_errors[0]}"
+            criu_lines = criu_error_lines(kept)
+            if criu_lines:
+                err.message += f"; CRIU: {criu_lines[0]}"
             err.message += f"; log: {kept}"
-    err.hint = failure_hint(err.stderr, "\n".join(criu_errors)) or err.hint
+    err.hint = failure_hint(err.stderr, "\n".join(criu_lines)) or err.hint
     return err
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from warmctl.catalogue import Catalogue, Snapshot
-from warmctl.errors import NotFoundError, NotReadyError, UsageError, WarmctlError
+from warmctl.errors import ConflictError, NotFoundError, NotReadyError, UsageError, WarmctlError
 from warmctl.output import Progress
 from warmctl.podman import CommandResult, Podman
 from warmctl.snapshots import SnapshotOptions, require_usable_criu, take_snapshot
@@ -100,13 +100,18 @@ def warm(
         )
     require_usable_criu()  # fail before a long warm-up, not after it
     catalogue.check_writable()
+    existing = podman.inspect_container(spec.container)
+    if existing is not None:
+        # Checked here, so that a failure below is always about a container warm made.
+        raise ConflictError(f"a container named {spec.container} already exists "
+                            f"({existing.state})", hint="choose another with --container")
     started = clock()
-    progress.phase("starting")
-    podman.run_detached(
-        spec.image, name=spec.container, publish=spec.publish, env=spec.env,
-        volumes=spec.volumes, extra_args=spec.podman_args, command=spec.command,
-    )
     try:
+        progress.phase("starting")
+        podman.run_detached(
+            spec.image, name=spec.container, publish=spec.publish, env=spec.env,
+            volumes=spec.volumes, extra_args=spec.podman_args, command=spec.command,
+        )
         if plan.warmup is not None or plan.warmup_exec is not None:
             progress.phase("warming")
             _run_warmup(podman, plan, deadline=started + plan.readiness.timeout, clock=clock)

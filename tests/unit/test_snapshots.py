@@ -155,3 +155,46 @@ def test_bad_labels_are_usage_errors(bad: str) -> None:
 
 def test_labels_keep_everything_after_the_first_equals() -> None:
     assert parse_labels(["a=b=c", "x="]) == {"a": "b=c", "x": ""}
+
+
+def disk_full(*args: object, **kwargs: object) -> None:
+    raise OSError(28, "No space left on device", "/var/lib/warmctl")
+
+
+def test_a_stopping_checkpoint_that_cannot_be_recorded_is_kept(
+    catalogue: Catalogue, fake_podman: FakePodman, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_podman.add("mc")
+    monkeypatch.setattr(catalogue, "publish", disk_full)
+    with pytest.raises(WarmctlError) as info:
+        snap(catalogue, fake_podman)
+    rescued = list((catalogue.home / "rescued").iterdir())
+    assert len(rescued) == 1 and str(rescued[0]) in info.value.message
+    assert "No space left on device" in info.value.message
+    assert rescued[0].stat().st_mode & 0o777 == 0o600
+    assert detect_compression(rescued[0]) == "zstd"  # a complete archive podman can import
+    assert list(catalogue.tmp_dir.iterdir()) == []
+
+
+def test_a_failed_compression_keeps_podmans_plain_export(
+    catalogue: Catalogue, fake_podman: FakePodman, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warmctl import transcode
+
+    fake_podman.add("mc")
+    monkeypatch.setattr(transcode, "compress_zstd", disk_full)
+    with pytest.raises(WarmctlError, match="podman container restore --import"):
+        snap(catalogue, fake_podman)
+    (rescued,) = (catalogue.home / "rescued").iterdir()
+    assert rescued.read_bytes() == plain_archive_bytes()
+
+
+def test_nothing_is_kept_when_the_container_kept_running(
+    catalogue: Catalogue, fake_podman: FakePodman, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_podman.add("mc")
+    monkeypatch.setattr(catalogue, "publish", disk_full)
+    with pytest.raises(OSError):
+        snap(catalogue, fake_podman, leave_running=True)
+    assert not (catalogue.home / "rescued").exists()
+    assert list(catalogue.tmp_dir.iterdir()) == []

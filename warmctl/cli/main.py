@@ -117,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         # A reader such as `head` went away: not warmctl's failure to report.
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush
         return ExitCode.FAILURE
+    except OSError as exc:
+        if debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"warmctl: error: {exc.strerror or exc}{where}\n")
+        return ExitCode.FAILURE
     except Exception as exc:
         if debug:
             raise

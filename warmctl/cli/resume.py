@@ -47,7 +47,7 @@ def command(
     quiet: QuietOption = False,
 ) -> None:
     """Restore a snapshot as a running container; prints the container's name."""
-    from warmctl.refs import parse_ref
+    from warmctl.refs import Ref, parse_ref
     from warmctl.snapshots import ResumeOptions, resume_snapshot
 
     parsed = parse_ref(ref)
@@ -62,10 +62,13 @@ def command(
         strict=strict,
     )
     catalogue = app.catalogue()
-    with out.progress(f"resume {ref}") as progress:
-        container = resume_snapshot(catalogue, app.podman, parsed, options, progress,
-                                    warn=out.warn)
+    # NAME means its newest generation now: pin it, so that what is resumed and what is
+    # reported cannot differ when another snapshot lands meanwhile.
+    snapshot = catalogue.get(parsed)
+    with out.progress(f"resume {snapshot.ref}") as progress:
+        container = resume_snapshot(catalogue, app.podman, Ref(snapshot.name, snapshot.generation),
+                                    options, progress, warn=out.warn)
     if json_mode:
-        out.json({"ref": catalogue.get(parsed).ref, "container": container})
+        out.json({"ref": snapshot.ref, "container": container})
     else:
         out.line(container)

@@ -58,9 +58,6 @@ def command(
         labels=parse_labels(label or []),
     )
     snapshot_name = name if name is not None else default_snapshot_name(container)
-    from warmctl.refs import validate_name
-
-    validate_name(snapshot_name)
     catalogue = app.catalogue()
     with out.progress(f"snapshot {container}") as progress:
         snap = take_snapshot(catalogue, app.podman, container, snapshot_name, options, progress)

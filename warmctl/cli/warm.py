@@ -94,7 +94,8 @@ def command(
     ] = "2s",
     timeout: Annotated[
         str, typer.Option("--timeout", metavar="DURATION", rich_help_panel=_WARM,
-                          help="Give up (exit 9) when not ready after this long.")
+                          help="Give up (exit 9) when warm-up and readiness together take "
+                               "longer than this.")
     ] = "10m",
     keep_on_failure: Annotated[
         bool, typer.Option("--keep-on-failure", rich_help_panel=_WARM,
