@@ -55,9 +55,14 @@ def command(
             else:
                 checks.append(doctor.probe(app.podman, app.catalogue, probe_image))
     if snapshot is not None:
+        from warmctl.errors import NotFoundError
         from warmctl.refs import parse_ref
 
-        snap = app.catalogue().get(parse_ref(snapshot))
+        ref = parse_ref(snapshot)
+        if not (app.home / "catalogue.db").exists():
+            # Looking must not create a catalogue: doctor changes nothing without --probe.
+            raise NotFoundError(f"no snapshot {ref}: there is no catalogue at {app.home}")
+        snap = app.catalogue().get(ref)
         image_id = app.podman.image_id(snap.image_name) if facts.podman else None
         checks += doctor.snapshot_checks(facts, snap, image_id)
     ok = doctor.can_checkpoint(checks)
