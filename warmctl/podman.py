@@ -229,12 +229,17 @@ _CRIU_LOG = re.compile(r"(/\S+/(?:dump|restore)\.log)")
 class PodmanCLI(Podman):
     """Drives the podman program."""
 
-    def __init__(self, program: str | None = None) -> None:
+    def __init__(self, program: str | None = None, *,
+                 query_timeout: float = QUERY_TIMEOUT) -> None:
         # WARMCTL_PODMAN picks another podman binary (a wrapper, a newer build).
         self.program = program or os.environ.get("WARMCTL_PODMAN") or "podman"
+        self.query_timeout = query_timeout  # completion asks with a much shorter one
         self._env = podman_environment()
 
-    def _run(self, *args: str, timeout: float | None = QUERY_TIMEOUT) -> CommandResult:
+    def _run(self, *args: str, timeout: float | None = None,
+             forever: bool = False) -> CommandResult:
+        """podman with ``args``: within ``timeout`` (default: the query timeout), or with no
+        time limit at all (``forever``)."""
         if shutil.which(self.program, path=self._env["PATH"]) is None:
             raise HostError(
                 f"{self.program} not found on PATH",
@@ -242,7 +247,8 @@ class PodmanCLI(Podman):
             )
         # Every podman call gets a session of its own: a Ctrl-C at the terminal reaches
         # warmctl alone, which decides what to stop (never a checkpoint or restore halfway).
-        return run_subprocess([self.program, *args], timeout=timeout, env=self._env,
+        limit = None if forever else (timeout or self.query_timeout)
+        return run_subprocess([self.program, *args], timeout=limit, env=self._env,
                               own_session=True)
 
     def _check(self, result: CommandResult, what: str) -> CommandResult:
@@ -313,7 +319,9 @@ class PodmanCLI(Podman):
         out = self._check(
             self._run("images", "--format", "{{.Repository}}:{{.Tag}}"), "podman images"
         ).stdout
-        return [line for line in out.splitlines() if line and "<none>" not in line]
+        # An image with several tags is listed once per tag; an untagged one is "<none>".
+        return list(dict.fromkeys(
+            line for line in out.splitlines() if line and "<none>" not in line))
 
     def image_exists(self, image: str) -> bool:
         return self._run("image", "exists", image).returncode == 0
@@ -368,7 +376,7 @@ class PodmanCLI(Podman):
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        result = self._run(*args, container, timeout=None)
+        result = self._run(*args, container, forever=True)
         if result.returncode != 0:
             if _NO_SUCH_CONTAINER.search(result.stderr):
                 raise NotFoundError(f"no such container: {container}")
@@ -396,7 +404,7 @@ class PodmanCLI(Podman):
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        result = self._run(*args, timeout=None)
+        result = self._run(*args, forever=True)
         if result.returncode != 0:
             err = self._error(result, f"restore of {name}", CheckpointError)
             if err.criu_log is None:

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from warmctl.podman import PodmanCLI
 
 # A <TAB> must not hang on a wedged podman; what it would have listed is not worth the wait.
 PODMAN_TIMEOUT = 3.0
@@ -63,38 +68,23 @@ def complete_compressions(incomplete: str) -> list[str]:
     return [c for c in ("zstd", "none", "gzip") if c.startswith(incomplete)]
 
 
-def _podman_lines(*args: str) -> list[str]:
-    """podman's output lines, or nothing when podman is missing, fails or is slow."""
-    import subprocess
-
-    # Only these completers pay for the adapter module: it knows where CRIU's shims live.
-    from warmctl.podman import podman_environment
-
-    program = os.environ.get("WARMCTL_PODMAN") or "podman"
-    try:
-        proc = subprocess.run(  # noqa: S603 - argv list, no shell
-            [program, *args],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=PODMAN_TIMEOUT,
-            env=podman_environment(),
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return []
-    if proc.returncode != 0:
-        return []
-    return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
-
-
 def complete_running_containers(incomplete: str) -> list[str]:
-    names = _podman_lines("ps", "--format", "{{.Names}}")
+    names = _ask_podman(lambda podman: podman.list_containers(running_only=True))
     return [n for n in names if n.startswith(incomplete)]
 
 
 def complete_images(incomplete: str) -> list[str]:
-    images = _podman_lines("images", "--format", "{{.Repository}}:{{.Tag}}")
-    found = [i for i in dict.fromkeys(images) if "<none>" not in i]
-    return [i for i in found if i.startswith(incomplete)]
+    images = _ask_podman(lambda podman: podman.list_images())
+    return [i for i in images if i.startswith(incomplete)]
+
+
+def _ask_podman(question: Callable[[PodmanCLI], list[str]]) -> list[str]:
+    """podman's answer, or nothing when podman is missing, fails or is slow."""
+    # Only these completers pay for the adapter module; the catalogue's do not.
+    from warmctl.errors import WarmctlError
+    from warmctl.podman import PodmanCLI
+
+    try:
+        return question(PodmanCLI(query_timeout=PODMAN_TIMEOUT))
+    except WarmctlError:
+        return []

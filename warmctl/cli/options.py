@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -11,6 +12,7 @@ from warmctl.cli import completion
 if TYPE_CHECKING:
     from warmctl.app import App
     from warmctl.output import Output
+    from warmctl.sharing import RegistryOptions
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print the result as JSON on stdout (stable format).")
@@ -96,6 +98,14 @@ def parse_tls_verify(value: str) -> bool:
         return _TRUTH[value.strip().lower()]
     except KeyError:
         raise typer.BadParameter(f"{value!r} is not true or false") from None
+
+
+def registry_options(tls_verify: str, authfile: str | None) -> RegistryOptions:
+    """What push and pull share: --tls-verify and --authfile, checked."""
+    from warmctl.sharing import RegistryOptions
+
+    return RegistryOptions(tls_verify=parse_tls_verify(tls_verify),
+                           authfile=Path(authfile) if authfile else None)
 
 
 def complete_booleans(incomplete: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,7 +13,7 @@ from warmctl.cli.options import (
     TlsVerifyOption,
     app_of,
     output_for,
-    parse_tls_verify,
+    registry_options,
 )
 
 
@@ -41,10 +40,9 @@ def command(
     Every blob is checked against its digest before anything is recorded; an artifact that
     is not a warmctl snapshot is refused.
     """
-    from warmctl.sharing import RegistryOptions, pull_snapshot
+    from warmctl.sharing import pull_snapshot
 
-    options = RegistryOptions(tls_verify=parse_tls_verify(tls_verify),
-                              authfile=Path(authfile) if authfile else None)
+    options = registry_options(tls_verify, authfile)
     out = output_for(json_mode, quiet)
     catalogue = app_of(ctx).catalogue()
     with out.progress(f"pull {source}") as progress:

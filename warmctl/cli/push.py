@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,7 +14,7 @@ from warmctl.cli.options import (
     TlsVerifyOption,
     app_of,
     output_for,
-    parse_tls_verify,
+    registry_options,
 )
 
 
@@ -39,11 +38,10 @@ def command(
     the artifact's config. A blob the registry already holds is not sent again.
     """
     from warmctl.refs import parse_ref
-    from warmctl.sharing import RegistryOptions, push_snapshot
+    from warmctl.sharing import push_snapshot
 
     parsed = parse_ref(ref)
-    options = RegistryOptions(tls_verify=parse_tls_verify(tls_verify),
-                              authfile=Path(authfile) if authfile else None)
+    options = registry_options(tls_verify, authfile)
     out = output_for(json_mode, quiet)
     catalogue = app_of(ctx).catalogue()
     with out.progress(f"push {ref}") as progress:
