@@ -64,6 +64,9 @@ _CRIU_PSTREE_MAGICS = (0x54564319).to_bytes(4, "little") + (0x50273030).to_bytes
 # What reading a damaged stream raises, from the decompressors and tarfile. BadGzipFile is
 # an OSError; zlib.error and EOFError (a gzip stream cut short) are not.
 _READ_ERRORS = (tarfile.TarError, zstandard.ZstdError, zlib.error, EOFError, OSError)
+# What reading a damaged compressed stream raises (without tarfile's, and without OSError, which
+# also means the disk failed).
+STREAM_ERRORS = (zstandard.ZstdError, zlib.error, EOFError, gzip.BadGzipFile)
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ def summarize(path: Path) -> ArchiveSummary:
     except _BadContent as exc:
         raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
     except _READ_ERRORS as exc:
-        raise IntegrityError(f"{path} is damaged or truncated: {_one_line(exc)}") from exc
+        raise IntegrityError(f"{path} is damaged or truncated: {one_line(exc)}") from exc
     missing = _missing_members(found)
     if missing:
         raise IntegrityError(f"{path} is incomplete: it has no {', '.join(missing)}")
@@ -161,6 +164,47 @@ def verify_structure(path: Path) -> ArchiveSummary:
     pstree.img. Catching later damage to a stored archive is the recorded SHA-256's job.
     """
     return summarize(path)
+
+
+def configuration_tar(path: Path, *, within: int) -> bytes | None:
+    """A small tar of the archive's config.dump and spec.dump: what podman reads to create the
+    container. They are looked for in the first ``within`` bytes of the tar stream only
+    (podman writes them first); None when they are not there.
+
+    Raises IntegrityError when that part of the archive is damaged.
+    """
+    found: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
+    try:
+        with _open_tar(path, detect_compression(path)) as (tar, stream):
+            for member in tar:
+                if member.name in (CONFIG, SPEC) and member.isfile():
+                    found[member.name] = (member, _read_small(tar, member))
+                if len(found) == 2 or stream.length > within:
+                    break
+    except _BadContent as exc:
+        raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
+    except _READ_ERRORS as exc:
+        raise IntegrityError(f"{path} is damaged or truncated: {one_line(exc)}") from exc
+    if len(found) < 2:
+        return None
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as copy:
+        for name in (CONFIG, SPEC):
+            member, data = found[name]
+            header = tarfile.TarInfo(name)
+            header.size, header.mode, header.mtime = len(data), member.mode & 0o777, member.mtime
+            copy.addfile(header, io.BytesIO(data))
+    return out.getvalue()
+
+
+@contextmanager
+def open_plain(path: Path) -> Iterator[_Readable]:
+    """The archive's tar stream, decompressed as it is read.
+
+    Reading raises what the decompressor raises on damage (see STREAM_ERRORS).
+    """
+    with _open_decompressed(path, detect_compression(path)) as source:
+        yield source
 
 
 class _BadContent(Exception):
@@ -368,9 +412,10 @@ def _read_head(path: Path) -> bytes:
 
 
 def _unreadable(path: Path, exc: OSError) -> IntegrityError:
-    return IntegrityError(f"cannot read {path}: {exc.strerror or _one_line(exc)}")
+    return IntegrityError(f"cannot read {path}: {exc.strerror or one_line(exc)}")
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's text on one line."""
     text = " ".join(str(exc).split())
     return text or type(exc).__name__

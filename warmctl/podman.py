@@ -99,7 +99,8 @@ def run_subprocess(
             f"{' '.join(argv[:2])} did not finish within {exc.timeout:.0f}s",
             argv=argv,
         ) from exc
-    log.debug("exit %d: %s", proc.returncode, argv[0])
+    stderr_tail = proc.stderr.strip().rsplit("\n", 1)[-1] if proc.returncode else ""
+    log.debug("exit %d: %s %s", proc.returncode, argv[0], stderr_tail)
     return CommandResult(argv, proc.returncode, proc.stdout, proc.stderr)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import logging
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from warmctl import archive, host, hostcompat, transcode
+from warmctl import archive, feed, host, hostcompat, transcode
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
 from warmctl.diagnose import criu_errors, diagnose
 from warmctl.errors import (
@@ -37,6 +38,7 @@ from warmctl.refs import Ref, is_valid_name, validate_name
 from warmctl.retention import Decision, Generation, Policy, plan_prune, summarize_plan
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
 
 
@@ -258,21 +260,8 @@ def resume_snapshot(
         hostcompat.check_before_resume(snapshot, podman, criu_version, strict=options.strict,
                                        warn=warn or (lambda _: None))
     target = options.name or snapshot.container_name
-    with contextlib.ExitStack() as stack:
-        # The archive is read through a hard link that a concurrent rm or prune cannot take
-        # away, and its digest is checked on the very bytes podman will get.
-        held = stack.enter_context(catalogue.hold_archive(snapshot))
-        source = held.path
-        if archive.detect_compression(held.path) == "none":
-            progress.phase("verifying digest")
-            check_digest(snapshot, held.path, progress)
-        else:
-            # podman's own decompression is single-threaded and slow (and it decompresses
-            # twice); expand the archive here on one core while the other checks its digest.
-            source = stack.enter_context(catalogue.new_temp_file(".plain")).path
-            progress.phase("expanding and verifying")
-            digest = transcode.expand(held.path, source, progress.advance)
-            compare_digest(snapshot, digest)
+    # The archive is read through a hard link that a concurrent rm or prune cannot take away.
+    with catalogue.hold_archive(snapshot) as held:
         existing = podman.inspect_container(target)
         if existing is not None:
             ours = existing.id == snapshot.container_id and not existing.running
@@ -281,32 +270,72 @@ def resume_snapshot(
                     f"a container named {target} already exists ({existing.state})",
                     hint="choose another with --name, or remove it with --replace",
                 )
+            # Otherwise the digest is checked while podman reads; here a damaged archive
+            # must not cost the user the container it was to replace.
+            progress.phase("verifying digest")
+            check_digest(snapshot, held.path, progress)
             progress.phase(f"removing container {target}")
             podman.remove_container(existing.id)
         progress.phase("restoring")
+        plain_bytes = snapshot.extra.get("plain_bytes")
+        if isinstance(plain_bytes, int):
+            progress.expect(plain_bytes)
         try:
-            _, interrupted = _let_podman_finish(lambda: podman.restore(
-                source,
-                name=target,
-                publish=options.publish,
-                tcp_established=options.tcp_established,
-                file_locks=options.file_locks,
-            ), progress)
-        except (PodmanError, KeyboardInterrupt) as err:
+            interrupted = _restore_through_feed(held.path, snapshot, podman, target, options,
+                                                progress)
+        except (WarmctlError, KeyboardInterrupt) as err:
             # First keep CRIU's log: it lives in the leftover container's directory.
             if isinstance(err, CheckpointError):
                 keep_criu_log(catalogue, err, f"{snapshot.name}-restore")
             # A failed or interrupted restore may leave a created-but-not-running container
-            # behind; it is not ours to keep, and it would hold the name for the next attempt.
-            with contextlib.suppress(WarmctlError):
-                leftover = podman.inspect_container(target)
-                if leftover is not None and not leftover.running:
-                    podman.remove_container(leftover.id)
+            # behind (a damaged archive even a running one); it is not ours to keep, and it
+            # would hold the name for the next attempt.
+            _remove_leftover(podman, target, running_too=isinstance(err, IntegrityError))
             raise
     if interrupted:
         raise Interrupted(f"interrupted while podman restored {target}: it finished, and "
                           f"{target} is running")
     return target
+
+
+def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, target: str,
+                          options: ResumeOptions, progress: Progress) -> bool:
+    """podman restores ``source`` read through an ArchiveFeed (see feed.py for why and how).
+    Returns whether the user pressed Ctrl-C meanwhile.
+
+    Raises IntegrityError when the archive turns out damaged, whatever podman did. When podman
+    failed without reading the whole archive, it may have imported only the configuration
+    tar (a podman that reads differently): then it is tried once more, with whole archives.
+    """
+    for config_reads in (feed.CONFIG_READS, 0):
+        with feed.ArchiveFeed(source, snapshot.sha256, label=snapshot.ref,
+                              config_reads=config_reads, advance=progress.advance) as fed:
+            try:
+                _, interrupted = _let_podman_finish(lambda: podman.restore(
+                    fed.path,
+                    name=target,
+                    publish=options.publish,
+                    tcp_established=options.tcp_established,
+                    file_locks=options.file_locks,
+                ), progress)
+            except PodmanError:
+                fed.verify()  # damage explains the failure better than podman's message
+                if fed.archive_was_read or not config_reads:
+                    raise
+                log.debug("podman failed after reading only the configuration (%s): "
+                          "trying again with the whole archive for every read", fed.reads)
+                _remove_leftover(podman, target, running_too=False)
+                continue
+        fed.verify()
+        return interrupted
+    raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+def _remove_leftover(podman: Podman, target: str, *, running_too: bool) -> None:
+    with contextlib.suppress(WarmctlError):
+        leftover = podman.inspect_container(target)
+        if leftover is not None and (running_too or not leftover.running):
+            podman.remove_container(leftover.id)
 
 
 def _let_podman_finish(work: Callable[[], T], progress: Progress) -> tuple[T, bool]:

@@ -1,29 +1,21 @@
-"""Compressing archives for the catalogue and expanding them for podman, in one pass each.
+"""Compressing the archive podman exports, in one pass while podman is still writing it.
 
 Why warmctl compresses rather than podman (measured, README "Performance"): podman's zstd is
 single-threaded on both sides, and its ``restore --import`` of a zstd archive took three times
 as long as of a plain tar. So warmctl asks podman for a plain tar, compresses it with
-multi-threaded zstd while podman is still writing it and hashes what it writes; on resume it
-expands the archive into a plain tar while another thread checks its digest, before podman
-sees anything.
+multi-threaded zstd while podman is still writing it and hashes what it writes. On resume,
+warmctl/feed.py decompresses it for podman.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import gzip
 import hashlib
-import shutil
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, cast
 
 import zstandard
-
-from warmctl.archive import detect_compression, sha256_file
-from warmctl.errors import IntegrityError
 
 Advance = Callable[[int], None]
 
@@ -96,32 +88,3 @@ def compress_zstd(source: Path, dest: Path, advance: Advance = _ignore, *,
         reader = _CountingReader(raw, advance, still_growing)
         compressor.copy_stream(_io(reader), _io(writer), read_size=_IO_SIZE, write_size=_IO_SIZE)
     return writer.digest.hexdigest()
-
-
-def expand(source: Path, dest: Path, advance: Advance = _ignore) -> str:
-    """Write ``source`` as a plain tar into ``dest``; returns the SHA-256 of ``source``.
-
-    The digest is computed by a second thread reading the same file (from the page cache)
-    while this one decompresses: on two cores that hides the hashing entirely.
-    Raises IntegrityError when the compressed stream is damaged.
-    """
-    compression = detect_compression(source)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        hashing = pool.submit(sha256_file, source)
-        try:
-            with source.open("rb") as raw, dest.open("r+b") as out:
-                out.truncate(0)
-                reader = _io(_CountingReader(raw, advance))
-                if compression == "zstd":
-                    decompressor = zstandard.ZstdDecompressor()
-                    with decompressor.stream_reader(reader, read_size=_IO_SIZE,
-                                                    read_across_frames=True) as plain:
-                        shutil.copyfileobj(plain, out, _IO_SIZE)
-                elif compression == "gzip":
-                    with gzip.GzipFile(fileobj=reader, mode="rb") as plain:
-                        shutil.copyfileobj(plain, out, _IO_SIZE)
-                else:
-                    shutil.copyfileobj(reader, out, _IO_SIZE)
-        except (zstandard.ZstdError, zlib.error, EOFError, gzip.BadGzipFile) as exc:
-            raise IntegrityError(f"archive {source} is damaged: {exc}") from exc
-        return hashing.result()

@@ -1,14 +1,17 @@
-"""warmctl compresses and expands archives itself (multi-threaded zstd, with a plain tar in
-the catalogue's tmp/ in between). Whatever the path, a resume must bring back exactly the data
-podman's own path brings back, and warmctl's archives must stay importable by plain podman."""
+"""warmctl compresses archives itself (multi-threaded zstd) and feeds them to podman through a
+FIFO, decompressing on the fly (warmctl/feed.py). Whatever the path, a resume must bring back
+exactly the data podman's own path brings back, warmctl's archives must stay importable by
+plain podman, and a damaged archive must never come back as a running container."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
 from support import Containers, Warmctl, free_port, podman
-from test_core_verbs import assert_all_back, fill, start_memcached
+from test_core_verbs import assert_all_back, fill, start_looper, start_memcached
 
 from warmctl.archive import detect_compression, summarize
 
@@ -53,3 +56,50 @@ def test_zstd_archive_is_about_podmans_size(
     podman("container", "checkpoint", "--leave-running", "--export", str(theirs), name)
     assert summarize(ours).memory_bytes == pytest.approx(summarize(theirs).memory_bytes, rel=0.05)
     assert ours.stat().st_size <= 1.1 * theirs.stat().st_size
+
+
+def test_podman_reads_the_archive_as_the_feed_expects(
+    warmctl: Warmctl, containers: Containers
+) -> None:
+    """feed.py answers podman's first two reads with the configuration alone. A podman that
+    reads differently still restores (resume tries again with the whole archive each time),
+    only slower: this pins the pattern of the podman these tests run."""
+    looper = start_looper(containers)
+    warmctl("snapshot", looper, "rp", "--leave-running")
+    new = containers.name("rp")
+    result = warmctl("resume", "rp", "--name", new, env={"WARMCTL_DEBUG": "1"})
+    reads = re.findall(r"podman's read (\d) gets the (configuration tar|whole archive)",
+                       result.stderr)
+    assert reads == [("1", "configuration tar"), ("2", "configuration tar"),
+                     ("3", "whole archive")], result.stderr
+    assert "trying again" not in result.stderr
+    assert containers.state(new) == "running"
+
+
+@pytest.mark.parametrize(("compress", "where"), [("zstd", "checksum"), ("none", "middle")])
+def test_damage_found_at_the_end_stops_podman_before_criu(
+    warmctl: Warmctl, containers: Containers, compress: str, where: str
+) -> None:
+    """podman has read all but the archive's end when the damage shows (the zstd checksum;
+    the digest of a plain archive, which reads fine): what it gets then must make it fail,
+    with nothing restored."""
+    name, port = start_memcached(containers)
+    fill(port, 16, seed=23)
+    warmctl("snapshot", name, "end", "--leave-running", "--compress", compress)
+    archive = Path(warmctl("show", "end", "--json").json()["archive"])  # type: ignore[index]
+    offset = archive.stat().st_size - 2 if where == "checksum" else archive.stat().st_size // 2
+    with open(archive, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x01]))
+    new = containers.name("end")
+    result = warmctl("resume", "end", "--name", new, "--publish",
+                     f"127.0.0.1:{free_port()}:11211", check=False, env={"WARMCTL_DEBUG": "1"})
+    assert result.returncode == 5, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("warmctl: error")]
+    assert len(errors) == 1 and "corrupt" in errors[0], result.stderr
+    # podman failed while unpacking: it never ran CRIU (not restored and then removed)
+    assert "unpacking of checkpoint archive" in result.stderr, result.stderr
+    assert containers.state(new) is None
+    assert warmctl("list", "--json").json()[0]["ref"] == "end@1"  # type: ignore[index]

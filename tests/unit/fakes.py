@@ -3,14 +3,16 @@ archive kept as test data. Only what warmctl's library code calls is implemented
 
 from __future__ import annotations
 
+import io
 import shutil
+import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import zstandard
 
-from warmctl.errors import CheckpointError, PodmanConflictError
+from warmctl.errors import CheckpointError, PodmanConflictError, PodmanError
 from warmctl.podman import (
     CheckpointResult,
     CommandResult,
@@ -29,6 +31,11 @@ def plain_archive_bytes() -> bytes:
         return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
 
 
+def tar_member_names(data: bytes) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        return tar.getnames()
+
+
 @dataclass
 class FakePodman(Podman):
     containers: dict[str, ContainerInfo] = field(default_factory=dict)
@@ -37,7 +44,8 @@ class FakePodman(Podman):
     fail_checkpoint: str | None = None
     fail_restore: str | None = None
     exec_results: list[int] = field(default_factory=list)
-    restored_from: list[bytes] = field(default_factory=list)
+    restored_from: list[bytes] = field(default_factory=list)  # what each import read got
+    config_reads: int = 2
     _next_id: int = 1
 
     def add(self, name: str, *, running: bool = True, ports: Sequence[str] = ()) -> ContainerInfo:
@@ -105,10 +113,21 @@ class FakePodman(Podman):
 
     def restore(self, archive: Path, *, name: str, publish: Sequence[str] = (),
                 tcp_established: bool = False, file_locks: bool = False) -> RestoreResult:
+        """Reads ``archive`` as podman 4.3 to 5.x does: opened anew for each of
+        ``config_reads`` reads of config.dump, then once more to import it all."""
         self.calls.append(f"restore {name}")
-        self.restored_from.append(archive.read_bytes())
+        for _ in range(self.config_reads):
+            if "config.dump" not in tar_member_names(archive.read_bytes()):
+                raise PodmanError("failed extracting runtime information: no config.dump")
         if name in self.containers:
             raise PodmanConflictError(f"name {name} is already in use")
+        imported = archive.read_bytes()
+        self.restored_from.append(imported)
+        if len(imported) % 512 or imported[-1024:] != bytes(1024):
+            raise PodmanError("unpacking of checkpoint archive failed: invalid tar header")
+        if "checkpoint/inventory.img" not in tar_member_names(imported):
+            self.add(name, running=False)
+            raise CheckpointError("a complete checkpoint for this container cannot be found")
         info = self.add(name, running=self.fail_restore is None)
         if self.fail_restore:
             raise CheckpointError(self.fail_restore, stderr=self.fail_restore)

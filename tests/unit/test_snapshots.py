@@ -4,7 +4,7 @@ what is left behind on failure."""
 from __future__ import annotations
 
 import pytest
-from fakes import FakePodman, plain_archive_bytes
+from fakes import FakePodman, plain_archive_bytes, tar_member_names
 
 from warmctl.archive import detect_compression
 from warmctl.catalogue import Catalogue
@@ -113,11 +113,12 @@ def test_resume_refuses_a_name_held_by_another_container(
     assert fake_podman.calls[-2:] == ["rm id0001", "restore mc"]
 
 
-def test_corrupt_archive_never_reaches_podman(
-    catalogue: Catalogue, fake_podman: FakePodman
+@pytest.mark.parametrize("compress", ["none", "zstd"])
+def test_corrupt_archive_is_never_restored(
+    catalogue: Catalogue, fake_podman: FakePodman, compress: str
 ) -> None:
     fake_podman.add("mc")
-    snap(catalogue, fake_podman, leave_running=True)
+    snap(catalogue, fake_podman, leave_running=True, compress=compress)
     archive = catalogue.get(Ref("mc")).archive
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -125,8 +126,41 @@ def test_corrupt_archive_never_reaches_podman(
     with pytest.raises(IntegrityError) as info:
         resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(name="x"), Progress())
     assert info.value.exit_code == ExitCode.INTEGRITY
-    assert not any(call.startswith("restore") for call in fake_podman.calls)
+    # podman got a stream that no tar reader accepts, and nothing is left of its attempt.
+    [imported] = fake_podman.restored_from
+    assert len(imported) % 512 == 256
+    assert "x" not in fake_podman.containers
     assert list(catalogue.tmp_dir.iterdir()) == []
+
+
+def test_corrupt_archive_does_not_cost_the_container_it_would_replace(
+    catalogue: Catalogue, fake_podman: FakePodman
+) -> None:
+    fake_podman.add("mc")
+    snap(catalogue, fake_podman, leave_running=True)
+    archive = catalogue.get(Ref("mc")).archive
+    data = bytearray(archive.read_bytes())
+    data[-100] ^= 0x01
+    archive.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError):
+        resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(replace=True),
+                        Progress())
+    assert fake_podman.containers["mc"].running
+    assert not any(call.startswith("restore") for call in fake_podman.calls)
+
+
+def test_a_podman_that_imports_on_an_earlier_read_gets_the_whole_archive_on_a_retry(
+    catalogue: Catalogue, fake_podman: FakePodman
+) -> None:
+    fake_podman.add("mc")
+    snap(catalogue, fake_podman, leave_running=True)
+    fake_podman.config_reads = 1  # imports on its second read, which gets the config tar
+    resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(name="copy"), Progress())
+    first, second = fake_podman.restored_from
+    assert "checkpoint/inventory.img" not in tar_member_names(first)
+    assert second == plain_archive_bytes()
+    assert fake_podman.calls[-3:] == ["restore copy", "rm id0002", "restore copy"]
+    assert fake_podman.containers["copy"].running
 
 
 def test_failed_restore_leaves_no_container_holding_the_name(

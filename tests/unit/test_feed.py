@@ -1,0 +1,155 @@
+"""The FIFO that hands an archive to podman: what each read gets, and what a damaged archive
+does to the stream. Readers here open the FIFO by path, as podman does."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import io
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+from fakes import REAL_ARCHIVE, plain_archive_bytes, tar_member_names
+from hypothesis import given
+from hypothesis import strategies as st
+
+from warmctl.errors import IntegrityError
+from warmctl.feed import ArchiveFeed, _HeldEnd
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_all(path: Path) -> bytes:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(path.read_bytes).result(timeout=30)
+
+
+def test_two_configuration_reads_then_the_whole_archive() -> None:
+    with ArchiveFeed(REAL_ARCHIVE, sha256(REAL_ARCHIVE)) as feed:
+        reads = [read_all(feed.path) for _ in range(3)]
+    feed.verify()
+    assert feed.reads == ["config", "config", "archive"]
+    assert tar_member_names(reads[0]) == ["config.dump", "spec.dump"]
+    assert reads[1] == reads[0]
+    assert reads[2] == plain_archive_bytes()
+    assert feed.archive_was_read
+    with tarfile.open(fileobj=io.BytesIO(reads[0])) as tar, \
+            tarfile.open(fileobj=io.BytesIO(reads[2])) as whole:
+        for name in ("config.dump", "spec.dump"):
+            assert tar.extractfile(name).read() == whole.extractfile(name).read()  # type: ignore[union-attr]
+
+
+def test_without_configuration_reads_every_read_gets_the_whole_archive() -> None:
+    with ArchiveFeed(REAL_ARCHIVE, sha256(REAL_ARCHIVE), config_reads=0) as feed:
+        reads = [read_all(feed.path) for _ in range(2)]
+    assert reads == [plain_archive_bytes()] * 2
+    assert feed.reads == ["archive", "archive"]
+
+
+def test_a_plain_archive_is_fed_as_it_is(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.tar"
+    plain.write_bytes(plain_archive_bytes())
+    with ArchiveFeed(plain, sha256(plain)) as feed:
+        reads = [read_all(feed.path) for _ in range(3)]
+    feed.verify()
+    assert reads[2] == plain.read_bytes()
+
+
+def test_a_reader_that_stops_early_does_not_disturb_the_next(tmp_path: Path) -> None:
+    with ArchiveFeed(REAL_ARCHIVE, sha256(REAL_ARCHIVE), config_reads=0) as feed:
+        with feed.path.open("rb") as early:
+            assert early.read(512)
+        assert read_all(feed.path) == plain_archive_bytes()
+    assert feed.reads == ["archive", "archive"]
+
+
+def test_closing_with_no_reader_or_half_way_does_not_hang() -> None:
+    with ArchiveFeed(REAL_ARCHIVE, sha256(REAL_ARCHIVE)):
+        pass
+    with pytest.raises(RuntimeError), ArchiveFeed(REAL_ARCHIVE, sha256(REAL_ARCHIVE)) as feed:
+        read_all(feed.path)
+        raise RuntimeError("podman failed")
+
+
+def test_the_fifo_is_private() -> None:
+    with ArchiveFeed(REAL_ARCHIVE, sha256(REAL_ARCHIVE)) as feed:
+        assert stat.S_ISFIFO(os.stat(feed.path).st_mode)
+        assert stat.S_IMODE(os.stat(feed.path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(feed.path.parent).st_mode) == 0o700
+        directory = feed.path.parent
+    assert not directory.exists()
+
+
+def damaged(tmp_path: Path, *, offset_from_end: int) -> Path:
+    data = bytearray(REAL_ARCHIVE.read_bytes())
+    data[len(data) - offset_from_end] ^= 0x01
+    path = tmp_path / "damaged.tar"
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("offset_from_end", [2, 1000, 50_000])
+def test_a_damaged_archive_ends_in_a_stream_no_tar_reader_accepts(
+    tmp_path: Path, offset_from_end: int
+) -> None:
+    path = damaged(tmp_path, offset_from_end=offset_from_end)
+    with ArchiveFeed(path, sha256(REAL_ARCHIVE), config_reads=0) as feed:
+        imported = read_all(feed.path)
+    assert len(imported) % 512 == 256
+    assert imported.endswith(b"\xff" * 1024)
+    with pytest.raises(IntegrityError, match="corrupt"):
+        feed.verify()
+
+
+def test_a_digest_mismatch_alone_spoils_the_stream(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.tar"
+    plain.write_bytes(plain_archive_bytes())
+    with ArchiveFeed(plain, "0" * 64, config_reads=0) as feed:
+        imported = read_all(feed.path)
+    assert imported[: -1024 - 256] == plain.read_bytes()[: len(imported) - 1024 - 256]
+    assert len(imported) % 512 == 256
+    with pytest.raises(IntegrityError, match="sha256 does not match"):
+        feed.verify()
+
+
+def test_an_archive_damaged_at_its_start_fails_before_podman_is_asked(tmp_path: Path) -> None:
+    data = zstandard.ZstdCompressor().compress(b"\xff" * 4096)
+    path = tmp_path / "bad.tar"
+    path.write_bytes(data)
+    with pytest.raises(IntegrityError):
+        ArchiveFeed(path, sha256(path))
+
+
+# --- holding back the end of the stream -------------------------------------------------------
+
+chunks = st.lists(st.one_of(st.binary(max_size=700), st.integers(1, 3000).map(bytes)),
+                  max_size=20)
+
+
+@given(chunks)
+def test_held_end_never_sends_trailing_zeros_before_finish(pieces: list[bytes]) -> None:
+    sent = bytearray()
+    stream = _HeldEnd(sent.extend)
+    for piece in pieces:
+        stream.write(piece)
+        assert not sent.endswith(b"\0")
+    whole = b"".join(pieces)
+    assert bytes(sent) == whole.rstrip(b"\0")
+    stream.finish()
+    assert bytes(sent) == whole
+
+
+@given(chunks)
+def test_held_end_spoils_to_a_length_no_tar_block_ends_at(pieces: list[bytes]) -> None:
+    sent = bytearray()
+    stream = _HeldEnd(sent.extend)
+    for piece in pieces:
+        stream.write(piece)
+    stream.spoil()
+    assert len(sent) % 512 == 256 and sent.endswith(b"\xff" * 1024)

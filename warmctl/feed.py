@@ -1,0 +1,254 @@
+"""Handing a snapshot to ``podman container restore --import`` through a named pipe.
+
+Why (measured, README "Performance"): podman 4 and 5 read the archive three times: twice for
+the container's configuration (once to learn the runtime, once to create the container) and
+once to import the checkpoint, decompressing zstd on one core each time. Expanding the archive
+to a plain file first took as long as the import itself. Through a FIFO, warmctl answers the
+configuration reads with a small tar of config.dump and spec.dump, and the import read with the
+archive decompressed on the fly, while another thread computes the archive's digest.
+
+What keeps this safe:
+- The import read never sees the end of the archive before the digest matched: the stream's
+  trailing zeros, where the end-of-archive blocks are, are held back until then. On a mismatch
+  or a decompression error the stream ends in bytes no tar reader accepts, so podman fails
+  before CRIU runs. ``verify()`` reports the damage after podman returns, in every case.
+- A podman that reads differently fails safely: an import from the configuration tar finds no
+  checkpoint images and fails; an extra configuration read gets the full stream, only slower.
+  ``reads`` tells the caller which happened (resume then retries with full streams only), and
+  an integration test pins the pattern of the podman this project runs.
+- Each read gets a fresh FIFO (renamed over the last one), so a reader that is still draining
+  one answer can never receive the start of the next.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import fcntl
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from warmctl import archive
+from warmctl.errors import IntegrityError
+
+log = logging.getLogger(__name__)
+
+CONFIG_READS = 2  # podman 4.3 to 5.x: CRGetRuntimeFromArchive, then CRImportCheckpointConfigOnly
+_CONFIG_SEARCH_LIMIT = 64 * 1024 * 1024  # podman writes them first; past this, give up looking
+_CHUNK = 1024 * 1024
+_PIPE_SIZE = 1024 * 1024
+_ZEROS = bytes(_CHUNK)
+_STOP_POLL = 0.05  # seconds
+
+Advance = Callable[[int], None]
+
+
+class ArchiveFeed:
+    """Serves one archive to podman through a FIFO at ``path`` while the context is open.
+
+    ``config_reads``: how many reads get only the configuration tar (0: every read gets the
+    whole archive). ``advance`` receives the number of bytes fed to an import read.
+    """
+
+    def __init__(self, source: Path, expected_sha256: str, *, label: str = "",
+                 config_reads: int = CONFIG_READS, advance: Advance | None = None) -> None:
+        self.source = source
+        self.label = label or source.name  # names the archive in errors: a snapshot's ref
+        self.reads: list[str] = []  # "config" or "archive", one per read podman made
+        self._expected = expected_sha256
+        self._config_tar = (archive.configuration_tar(source, within=_CONFIG_SEARCH_LIMIT)
+                            if config_reads else None)
+        self._config_reads = config_reads if self._config_tar is not None else 0
+        self._advance = advance or (lambda _: None)
+        self._damage: str | None = None
+        self._crash: BaseException | None = None
+        self._stopping = threading.Event()
+        self._stack = contextlib.ExitStack()
+        self._directory = Path()
+        self.path = Path()
+
+    # --- lifetime ------------------------------------------------------------------------------
+
+    def __enter__(self) -> ArchiveFeed:
+        with contextlib.ExitStack() as stack:
+            # mkdtemp makes a 0700 directory: the FIFO carries the container's memory.
+            self._directory = Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="warmctl-feed-")))
+            self.path = self._directory / "archive.tar"
+            os.mkfifo(self.path, 0o600)
+            pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+            self._hashing = pool.submit(archive.sha256_file, self.source)
+            # A daemon thread: when the user abandons a restore (a second Ctrl-C), warmctl
+            # exits without waiting for podman to finish reading.
+            self._server = threading.Thread(target=self._serve, name="feed", daemon=True)
+            self._server.start()
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        try:
+            self._stop(wait=kind is None)
+        finally:
+            self._stack.close()
+
+    def _stop(self, *, wait: bool) -> None:
+        """End the server thread, which may be waiting for a reader that never comes.
+
+        Called once podman has exited, the thread is at most blocked in open(): a reader
+        opened here without blocking releases it.
+        """
+        self._stopping.set()
+        while self._server.is_alive():
+            fd = None
+            with contextlib.suppress(OSError):
+                fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            self._server.join(_STOP_POLL)
+            if fd is not None:
+                os.close(fd)
+            if not wait:
+                return
+
+    # --- results -------------------------------------------------------------------------------
+
+    def verify(self) -> None:
+        """Raise IntegrityError if the archive is damaged (waits for the digest)."""
+        if self._crash is not None:
+            raise self._crash
+        if self._damage is None and not self._digest_matches():
+            self._damage = "its sha256 does not match the recorded one"
+        if self._damage is not None:
+            raise IntegrityError(f"archive of {self.label} is corrupt: {self._damage}",
+                                 hint=f"remove it with: warmctl rm {self.label}")
+
+    @property
+    def archive_was_read(self) -> bool:
+        """Whether some read got the whole archive. A restore that failed without one may
+        have imported the configuration tar: podman read differently than CONFIG_READS says."""
+        return "archive" in self.reads
+
+    def _digest_matches(self) -> bool:
+        try:
+            return self._hashing.result() == self._expected
+        except IntegrityError as err:  # the archive could not be read at all
+            self._damage = err.message
+            return False
+
+    # --- the server thread ---------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                fd = os.open(self.path, os.O_WRONLY)  # waits until podman opens it to read
+            except OSError as err:
+                log.debug("feed: cannot open %s: %s", self.path, err)
+                return
+            try:
+                if self._stopping.is_set():
+                    return
+                self._renew_fifo()
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+                kind = "config" if len(self.reads) < self._config_reads else "archive"
+                self.reads.append(kind)
+                log.debug("feed: podman's read %d gets the %s", len(self.reads),
+                          "configuration tar" if kind == "config" else "whole archive")
+                try:
+                    if kind == "config":
+                        assert self._config_tar is not None
+                        _write_all(fd, self._config_tar)
+                    else:
+                        self._feed_archive(fd)
+                except BrokenPipeError:
+                    pass  # podman stopped reading (its tar reader ends at the end marker)
+            finally:
+                os.close(fd)
+
+    def _renew_fifo(self) -> None:
+        """A new FIFO for the next read: the current reader keeps the old one to drain."""
+        fresh = self._directory / "next.tar"
+        os.mkfifo(fresh, 0o600)
+        os.replace(fresh, self.path)
+
+    def _feed_archive(self, fd: int) -> None:
+        stream = _HeldEnd(lambda data: _write_all(fd, data))
+        started = time.monotonic()
+        try:
+            self._copy_archive(stream)
+            log.debug("feed: %d bytes fed in %.2f s", stream.sent, time.monotonic() - started)
+        except BrokenPipeError:
+            raise
+        except BaseException as err:  # a bug here must not let podman restore a partial tar
+            self._crash = err
+            stream.spoil()
+            raise
+        if self._damage is None and self._digest_matches():
+            stream.finish()
+        else:
+            stream.spoil()
+
+    def _copy_archive(self, stream: _HeldEnd) -> None:
+        try:
+            with archive.open_plain(self.source) as plain:
+                while chunk := plain.read(_CHUNK):
+                    stream.write(chunk)
+                    self._advance(len(chunk))
+        except archive.STREAM_ERRORS as err:
+            self._damage = archive.one_line(err)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            self._damage = f"cannot read it: {err.strerror or err}"
+
+
+class _HeldEnd:
+    """Writes a tar stream but holds back each run of zeros until data follows it.
+
+    A tar stream ends with zero blocks, and a reader that sees two stops reading (podman then
+    goes on to run CRIU), so holding back the trailing zeros keeps the reader waiting until
+    ``finish()``. ``spoil()`` instead ends the stream with 0xff bytes up to a length that is
+    not a multiple of 512: whatever the reader was reading, it gets a bad header or a short
+    read, and fails.
+    """
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self._write = write
+        self._zeros = 0
+        self.sent = 0
+
+    def write(self, chunk: bytes) -> None:
+        content = len(chunk.rstrip(b"\0"))
+        if content == 0:
+            self._zeros += len(chunk)
+            return
+        self._send_zeros()
+        self._send(chunk[:content] if content < len(chunk) else chunk)
+        self._zeros = len(chunk) - content
+
+    def finish(self) -> None:
+        self._send_zeros()
+
+    def spoil(self) -> None:
+        self._send(b"\xff" * (1024 + (256 - self.sent) % 512))
+
+    def _send_zeros(self) -> None:
+        while self._zeros:
+            count = min(self._zeros, len(_ZEROS))
+            self._send(_ZEROS[:count])
+            self._zeros -= count
+
+    def _send(self, data: bytes) -> None:
+        self._write(data)
+        self.sent += len(data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
