@@ -106,6 +106,19 @@ def detect_compression(source: Path | bytes) -> Compression:
     raise IntegrityError(f"{subject} is not a checkpoint archive: not zstd, gzip or tar")
 
 
+def checks_itself(path: Path) -> bool:
+    """Whether reading the archive detects damage by itself: a zstd frame with a content
+    checksum (what warmctl and podman write), or gzip (CRC-32). A plain tar has no check."""
+    head = _read_head(path)
+    compression = detect_compression(head)
+    if compression == "zstd":
+        try:
+            return bool(zstandard.get_frame_parameters(head).has_checksum)
+        except zstandard.ZstdError:
+            return False
+    return compression == "gzip"
+
+
 def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
     """The file's SHA-256 as hex, read in 1 MiB chunks.
 

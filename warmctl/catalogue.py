@@ -114,6 +114,12 @@ class Snapshot:
         return format_ref(self.name, self.generation)
 
     @property
+    def plain_bytes(self) -> int | None:
+        """The size of the archive's plain tar, when warmctl compressed it (extra)."""
+        value = self.extra.get("plain_bytes")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
     def archive(self) -> Path:
         return Path(self.archive_path)
 

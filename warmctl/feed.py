@@ -5,13 +5,18 @@ the container's configuration (once to learn the runtime, once to create the con
 once to import the checkpoint, decompressing zstd on one core each time. Expanding the archive
 to a plain file first took as long as the import itself. Through a FIFO, warmctl answers the
 configuration reads with a small tar of config.dump and spec.dump, and the import read with the
-archive decompressed on the fly, while another thread computes the archive's digest.
+archive decompressed on the fly, while a low-priority thread computes the archive's digest.
 
 What keeps this safe:
-- The import read never sees the end of the archive before the digest matched: the stream's
-  trailing zeros, where the end-of-archive blocks are, are held back until then. On a mismatch
-  or a decompression error the stream ends in bytes no tar reader accepts, so podman fails
-  before CRIU runs. ``verify()`` reports the damage after podman returns, in every case.
+- The import read never sees the end of the archive before the archive proved whole: the
+  stream's trailing zeros, where the end-of-archive blocks are, are held back until then. On
+  damage the stream ends in bytes no tar reader accepts, so podman fails before CRIU runs.
+- "Proved whole" is, for an archive that checks itself (zstd with a content checksum, which
+  warmctl and podman write, or gzip) and whose plain size is recorded: decoded without error
+  to exactly that size. That costs nothing extra, so the digest (half a second of CPU per GiB)
+  is not on the restore's critical path. Otherwise it is the digest itself.
+- ``verify()`` compares the digest after podman returns, in every case; the caller removes
+  whatever podman made from an archive that fails it.
 - A podman that reads differently fails safely: an import from the configuration tar finds no
   checkpoint images and fails; an extra configuration read gets the full stream, only slower.
   ``reads`` tells the caller which happened (resume then retries with full streams only), and
@@ -52,16 +57,19 @@ Advance = Callable[[int], None]
 class ArchiveFeed:
     """Serves one archive to podman through a FIFO at ``path`` while the context is open.
 
-    ``config_reads``: how many reads get only the configuration tar (0: every read gets the
-    whole archive). ``advance`` receives the number of bytes fed to an import read.
+    ``plain_bytes``: the recorded size of the plain tar, if known. ``config_reads``: how many
+    reads get only the configuration tar (0: every read gets the whole archive). ``advance``
+    receives the number of bytes fed to an import read.
     """
 
-    def __init__(self, source: Path, expected_sha256: str, *, label: str = "",
-                 config_reads: int = CONFIG_READS, advance: Advance | None = None) -> None:
+    def __init__(self, source: Path, expected_sha256: str, *, plain_bytes: int | None = None,
+                 label: str = "", config_reads: int = CONFIG_READS,
+                 advance: Advance | None = None) -> None:
         self.source = source
         self.label = label or source.name  # names the archive in errors: a snapshot's ref
         self.reads: list[str] = []  # "config" or "archive", one per read podman made
         self._expected = expected_sha256
+        self._plain_bytes = plain_bytes if archive.checks_itself(source) else None
         self._config_tar = (archive.configuration_tar(source, within=_CONFIG_SEARCH_LIMIT)
                             if config_reads else None)
         self._config_reads = config_reads if self._config_tar is not None else 0
@@ -83,7 +91,7 @@ class ArchiveFeed:
             self.path = self._directory / "archive.tar"
             os.mkfifo(self.path, 0o600)
             pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=1))
-            self._hashing = pool.submit(archive.sha256_file, self.source)
+            self._hashing = pool.submit(_sha256_in_background, self.source)
             # A daemon thread: when the user abandons a restore (a second Ctrl-C), warmctl
             # exits without waiting for podman to finish reading.
             self._server = threading.Thread(target=self._serve, name="feed", daemon=True)
@@ -188,10 +196,19 @@ class ArchiveFeed:
             self._crash = err
             stream.spoil()
             raise
-        if self._damage is None and self._digest_matches():
+        if self._damage is None and self._proved_whole(stream.length):
             stream.finish()
         else:
             stream.spoil()
+
+    def _proved_whole(self, plain_length: int) -> bool:
+        if self._plain_bytes is not None:
+            if plain_length == self._plain_bytes:
+                return True  # checked by the format as it decoded; the digest comes later
+            self._damage = (f"it holds {plain_length} bytes of tar, "
+                            f"not the recorded {self._plain_bytes}")
+            return False
+        return self._digest_matches()
 
     def _copy_archive(self, stream: _HeldEnd) -> None:
         try:
@@ -222,6 +239,11 @@ class _HeldEnd:
         self._zeros = 0
         self.sent = 0
 
+    @property
+    def length(self) -> int:
+        """Bytes written so far, sent or held back."""
+        return self.sent + self._zeros
+
     def write(self, chunk: bytes) -> None:
         content = len(chunk.rstrip(b"\0"))
         if content == 0:
@@ -246,6 +268,14 @@ class _HeldEnd:
     def _send(self, data: bytes) -> None:
         self._write(data)
         self.sent += len(data)
+
+
+def _sha256_in_background(path: Path) -> str:
+    """The digest, computed at low priority: while podman unpacks, the cores are better spent
+    decompressing for it; CRIU's restore, which follows, leaves a core free."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # this thread only
+    return archive.sha256_file(path)
 
 
 def _write_all(fd: int, data: bytes) -> None:

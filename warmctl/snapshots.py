@@ -277,9 +277,8 @@ def resume_snapshot(
             progress.phase(f"removing container {target}")
             podman.remove_container(existing.id)
         progress.phase("restoring")
-        plain_bytes = snapshot.extra.get("plain_bytes")
-        if isinstance(plain_bytes, int):
-            progress.expect(plain_bytes)
+        if snapshot.plain_bytes is not None:
+            progress.expect(snapshot.plain_bytes)
         try:
             interrupted = _restore_through_feed(held.path, snapshot, podman, target, options,
                                                 progress)
@@ -308,8 +307,9 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, targ
     tar (a podman that reads differently): then it is tried once more, with whole archives.
     """
     for config_reads in (feed.CONFIG_READS, 0):
-        with feed.ArchiveFeed(source, snapshot.sha256, label=snapshot.ref,
-                              config_reads=config_reads, advance=progress.advance) as fed:
+        with feed.ArchiveFeed(source, snapshot.sha256, plain_bytes=snapshot.plain_bytes,
+                              label=snapshot.ref, config_reads=config_reads,
+                              advance=progress.advance) as fed:
             try:
                 _, interrupted = _let_podman_finish(lambda: podman.restore(
                     fed.path,

@@ -153,3 +153,48 @@ def test_held_end_spoils_to_a_length_no_tar_block_ends_at(pieces: list[bytes]) -
         stream.write(piece)
     stream.spoil()
     assert len(sent) % 512 == 256 and sent.endswith(b"\xff" * 1024)
+
+
+# --- an archive that checks itself, with its plain size recorded -----------------------------
+
+def test_a_self_checking_archive_of_the_recorded_size_is_released_before_the_digest() -> None:
+    """zstd's content checksum and the recorded plain size prove the stream whole as it is
+    decoded, so podman gets it all without waiting for the digest; verify() still compares
+    the digest afterwards (the caller then removes what podman made)."""
+    plain = plain_archive_bytes()
+    with ArchiveFeed(REAL_ARCHIVE, "0" * 64, plain_bytes=len(plain), config_reads=0) as feed:
+        assert read_all(feed.path) == plain
+    with pytest.raises(IntegrityError, match="sha256 does not match"):
+        feed.verify()
+
+
+def test_a_self_checking_archive_of_another_size_is_spoiled(tmp_path: Path) -> None:
+    plain = plain_archive_bytes()
+    with ArchiveFeed(REAL_ARCHIVE, sha256(REAL_ARCHIVE), plain_bytes=len(plain) + 512,
+                     config_reads=0) as feed:
+        imported = read_all(feed.path)
+    assert len(imported) % 512 == 256
+    with pytest.raises(IntegrityError, match="not the recorded"):
+        feed.verify()
+
+
+def test_a_truncated_zstd_archive_is_spoiled_even_with_its_size_recorded(tmp_path: Path) -> None:
+    """python-zstandard ends its output quietly when the input stops inside a frame: the
+    recorded plain size is what catches it."""
+    data = REAL_ARCHIVE.read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with ArchiveFeed(cut, sha256(REAL_ARCHIVE), plain_bytes=len(plain_archive_bytes()),
+                     config_reads=0) as feed:
+        imported = read_all(feed.path)
+    assert len(imported) % 512 == 256
+    with pytest.raises(IntegrityError):
+        feed.verify()
+
+
+def test_a_plain_archive_waits_for_its_digest_whatever_its_size(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.tar"
+    plain.write_bytes(plain_archive_bytes())
+    with ArchiveFeed(plain, "0" * 64, plain_bytes=plain.stat().st_size, config_reads=0) as feed:
+        imported = read_all(feed.path)
+    assert len(imported) % 512 == 256

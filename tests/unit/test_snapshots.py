@@ -149,6 +149,21 @@ def test_corrupt_archive_does_not_cost_the_container_it_would_replace(
     assert not any(call.startswith("restore") for call in fake_podman.calls)
 
 
+def test_a_restore_whose_digest_fails_afterwards_is_removed(
+    catalogue: Catalogue, fake_podman: FakePodman
+) -> None:
+    """The zstd checksum passed (so podman got the whole stream and restored), but the
+    recorded digest differs: the restored container must not survive."""
+    fake_podman.add("mc")
+    snap(catalogue, fake_podman, leave_running=True)
+    catalogue.db.execute("UPDATE snapshots SET sha256 = ?", ("0" * 64,))
+    with pytest.raises(IntegrityError, match="sha256 does not match"):
+        resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(name="x"), Progress())
+    assert fake_podman.restored_from == [plain_archive_bytes()]
+    assert "x" not in fake_podman.containers
+    assert fake_podman.calls[-1].startswith("rm ")
+
+
 def test_a_podman_that_imports_on_an_earlier_read_gets_the_whole_archive_on_a_retry(
     catalogue: Catalogue, fake_podman: FakePodman
 ) -> None:
