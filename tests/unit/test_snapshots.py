@@ -3,6 +3,10 @@ what is left behind on failure."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+from typing import Any
+
 import pytest
 from fakes import FakePodman, plain_archive_bytes, tar_member_names
 
@@ -17,6 +21,7 @@ from warmctl.errors import (
     WarmctlError,
 )
 from warmctl.output import Progress
+from warmctl.podman import CheckpointResult, HostVersions
 from warmctl.refs import Ref
 from warmctl.snapshots import (
     ResumeOptions,
@@ -48,6 +53,37 @@ def test_zstd_snapshot_is_compressed_by_warmctl(
     assert record.ports == ["127.0.0.1:11211:11211/tcp"]
     assert record.host["criu"] == "4.2.1" and record.criu_stats["frozen_time"] == 1000
     assert list(catalogue.tmp_dir.iterdir()) == []
+
+
+class FreezeWatchingPodman(FakePodman):
+    """A podman whose checkpoint notes whether `podman info` ran while CRIU had the
+    container frozen (the fake's freeze: the time before it writes the export)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.info_called = threading.Event()
+        self.info_during_freeze = False
+
+    def host_versions(self) -> HostVersions:
+        self.info_called.set()
+        return super().host_versions()
+
+    def checkpoint(self, container: str, export_to: Path, **options: Any) -> CheckpointResult:
+        # Give a `podman info` started with the checkpoint time to run; it must not.
+        self.info_during_freeze = self.info_called.wait(timeout=0.3)
+        return super().checkpoint(container, export_to, **options)
+
+
+@pytest.mark.parametrize("compress", ["zstd", "none"])
+def test_podman_info_does_not_run_while_the_container_is_frozen(
+    catalogue: Catalogue, compress: str
+) -> None:
+    podman = FreezeWatchingPodman()
+    podman.add("mc")
+    snap(catalogue, podman, compress=compress)
+    assert not podman.info_during_freeze
+    assert podman.info_called.is_set()
+    assert catalogue.get(Ref("mc")).host["podman"] == "4.3.1"
 
 
 @pytest.mark.parametrize("compress", ["none", "zstd"])
