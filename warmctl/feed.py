@@ -151,6 +151,22 @@ class ArchiveFeed:
     # --- the server thread ---------------------------------------------------------------------
 
     def _serve(self) -> None:
+        try:
+            self._serve_reads()
+        except BaseException as err:  # a bug: warmctl reports it, and podman must not hang
+            self._crash = err
+            log.debug("feed: failed", exc_info=True)
+            self._release_waiting_reader()
+
+    def _release_waiting_reader(self) -> None:
+        """Let a podman blocked opening the FIFO go on (it reads nothing, and fails), and
+        make later opens fail at once."""
+        with contextlib.suppress(OSError):
+            fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)  # unblocks a reader's open()
+            os.unlink(self.path)
+            os.close(fd)
+
+    def _serve_reads(self) -> None:
         while not self._stopping.is_set():
             try:
                 fd = os.open(self.path, os.O_WRONLY)  # waits until podman opens it to read
@@ -192,8 +208,7 @@ class ArchiveFeed:
             log.debug("feed: %d bytes fed in %.2f s", stream.sent, time.monotonic() - started)
         except BrokenPipeError:
             raise
-        except BaseException as err:  # a bug here must not let podman restore a partial tar
-            self._crash = err
+        except BaseException:  # a bug here must not let podman restore a partial tar
             stream.spoil()
             raise
         if self._damage is None and self._proved_whole(stream.length):

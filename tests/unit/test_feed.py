@@ -198,3 +198,18 @@ def test_a_plain_archive_waits_for_its_digest_whatever_its_size(tmp_path: Path) 
     with ArchiveFeed(plain, "0" * 64, plain_bytes=plain.stat().st_size, config_reads=0) as feed:
         imported = read_all(feed.path)
     assert len(imported) % 512 == 256
+
+
+def test_a_failing_feed_is_reported_and_does_not_leave_podman_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: ArchiveFeed, fd: int) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ArchiveFeed, "_feed_archive", broken)
+    with ArchiveFeed(REAL_ARCHIVE, sha256(REAL_ARCHIVE), config_reads=0) as feed:
+        assert read_all(feed.path) == b""  # the failed read
+        with pytest.raises(FileNotFoundError):
+            feed.path.read_bytes()  # a later read fails at once instead of waiting
+    with pytest.raises(RuntimeError, match="a bug"):
+        feed.verify()
