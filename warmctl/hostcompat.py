@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warmctl import host
+from warmctl import host, hostcache
 from warmctl.catalogue import Snapshot
 from warmctl.errors import HostError
 from warmctl.podman import HostVersions, Podman
@@ -170,8 +170,8 @@ def compare_image(name: str, recorded_id: str, here_id: str | None, where: str) 
 
 
 def compare_with_this_host(snapshot: Snapshot, podman: Podman, criu: str) -> list[Comparison]:
-    """Asks podman for its versions and the image's id (two podman calls)."""
-    here = this_host(podman.host_versions(), criu)
+    """Asks podman for its versions (cached, see hostcache) and the image's id."""
+    here = this_host(hostcache.host_versions(podman), criu)
     return compare(snapshot, here, podman.image_id(snapshot.image_name))
 
 

@@ -8,6 +8,7 @@ the code depends on; ``PodmanCLI`` drives the real program; unit tests use a fak
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -49,6 +50,24 @@ class CommandResult:
     returncode: int
     stdout: str
     stderr: str
+
+
+# Where podman's OCI runtimes live (containers.conf's default search list), for the fingerprint.
+_RUNTIME_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/sbin", "/bin",
+                 "/usr/lib/cri-o-runc/sbin", "/run/current-system/sw/bin")
+_RUNTIME_FILES = tuple(f"{d}/{name}" for name in ("runc", "crun") for d in _RUNTIME_DIRS)
+_CONF_DIRS = ("/usr/share/containers/containers.conf.d", "/etc/containers/containers.conf.d")
+
+
+def _containers_conf_files(env: Mapping[str, str]) -> list[str]:
+    """containers.conf and its drop-ins: they choose podman's runtime and cgroup manager."""
+    files = ["/usr/share/containers/containers.conf", "/etc/containers/containers.conf"]
+    for directory in _CONF_DIRS:
+        with contextlib.suppress(OSError):
+            files += sorted(str(p) for p in Path(directory).iterdir())
+    if env.get("CONTAINERS_CONF"):
+        files.append(env["CONTAINERS_CONF"])
+    return files
 
 
 def podman_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -152,6 +171,11 @@ class Podman(ABC):
 
     @abstractmethod
     def host_versions(self) -> HostVersions: ...
+
+    def versions_fingerprint(self) -> str | None:
+        """Something that changes whenever host_versions() may: the programs' and their
+        configuration files' identities. None: unknown, so host_versions() is not cached."""
+        return None
 
     @abstractmethod
     def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
@@ -297,6 +321,20 @@ class PodmanCLI(Podman):
             cgroup_version=str(host.get("cgroupVersion", "")),
             runtime_details=str(runtime.get("version", "")),
         )
+
+    def versions_fingerprint(self) -> str | None:
+        program = shutil.which(self.program, path=self._env["PATH"])
+        if program is None:
+            return None
+        uname = os.uname()
+        parts = [uname.release, uname.version, uname.nodename]
+        for path in [program, *_RUNTIME_FILES, *_containers_conf_files(self._env)]:
+            try:
+                found = os.stat(path)
+            except OSError:
+                continue
+            parts.append(f"{path}:{found.st_ino}:{found.st_size}:{found.st_mtime_ns}")
+        return "\n".join(parts)
 
     def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
         result = self._run("container", "inspect", "--format", "json", name_or_id)

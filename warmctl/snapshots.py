@@ -12,14 +12,13 @@ import logging
 import os
 import re
 import shutil
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from warmctl import archive, feed, host, hostcompat, transcode
+from warmctl import archive, feed, host, hostcache, hostcompat, transcode
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
 from warmctl.diagnose import criu_errors, diagnose
 from warmctl.errors import (
@@ -107,24 +106,19 @@ def take_snapshot(
         image_name=info.image_name, image_id=info.image_id, compression=options.compress,
         ports=info.ports, labels=options.labels or {}, extra=extra or {},
     )
+    # Before the checkpoint, not beside it: `podman info` (when not cached) takes 0.25 s of
+    # CPU, which lengthened CRIU's freeze or the export on two cores.
+    versions = hostcache.host_versions(podman)
     with contextlib.ExitStack() as stack:
-        # `podman info` takes about 0.25 s of CPU. It runs while podman exports, once CRIU has
-        # let go of the container: run during the freeze, it lengthened it (measured).
-        background = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=1))
-        frozen_no_more = threading.Event()
-        stack.callback(frozen_no_more.set)  # before the pool's shutdown waits for the task
-        versions = background.submit(_once_set, frozen_no_more, podman.host_versions)
         archive_file = stack.enter_context(catalogue.new_temp_file())
         result, digest, plain_bytes, interrupted = _checkpoint_into(
-            catalogue, podman, info.id, name, options, archive_file.path, progress,
-            export_started=frozen_no_more.set)
-        frozen_no_more.set()
+            catalogue, podman, info.id, name, options, archive_file.path, progress)
         with _rescue_on_failure(catalogue, archive_file.path, name,
                                 armed=lambda: not options.leave_running):
             progress.phase("publishing")
             record = dataclasses.replace(
                 record,
-                host=_host_record(versions.result(), criu_version),
+                host=_host_record(versions, criu_version),
                 criu_stats=result.criu_statistics,
                 extra={**record.extra, "plain_bytes": plain_bytes,
                        "cpu": hostcompat.cpu_record()},
@@ -137,15 +131,9 @@ def take_snapshot(
     return snapshot
 
 
-def _once_set(event: threading.Event, work: Callable[[], T]) -> T:
-    event.wait()
-    return work()
-
-
 def _checkpoint_into(
     catalogue: Catalogue, podman: Podman, container_id: str, name: str,
     options: SnapshotOptions, dest: Path, progress: Progress,
-    export_started: Callable[[], None] | None = None,
 ) -> tuple[CheckpointResult, str, int | None, bool]:
     """Checkpoint into ``dest``. Returns podman's result, the archive's sha256, the plain
     tar's size (when warmctl compressed it) and whether the user pressed Ctrl-C meanwhile.
@@ -183,8 +171,7 @@ def _checkpoint_into(
                     if ours:
                         digest = transcode.compress_zstd(
                             export, dest, progress.advance,
-                            still_growing=lambda: not running.done(),
-                            on_first_data=export_started)
+                            still_growing=lambda: not running.done())
                     result = running.result()
                 except KeyboardInterrupt:
                     # Ctrl-C reached warmctl only: podman runs in a session of its own. A

@@ -36,21 +36,16 @@ class _CountingReader:
     """
 
     def __init__(self, file: Any, advance: Advance,
-                 still_growing: Callable[[], bool] | None = None,
-                 on_first_data: Callable[[], None] | None = None) -> None:
+                 still_growing: Callable[[], bool] | None = None) -> None:
         self._file = file
         self._advance = advance
         self._still_growing = still_growing
-        self._on_first_data = on_first_data
 
     def read(self, size: int = -1) -> bytes:
         while True:
             # Asked before reading: once the writer is done, one more read finds the rest.
             growing = self._still_growing is not None and self._still_growing()
             data: bytes = self._file.read(size)
-            if data and self._on_first_data is not None:
-                self._on_first_data()
-                self._on_first_data = None
             if data or not growing:
                 self._advance(len(data))
                 return data
@@ -79,19 +74,17 @@ def _io(stream: _CountingReader | _HashingWriter) -> IO[bytes]:
 
 
 def compress_zstd(source: Path, dest: Path, advance: Advance = _ignore, *,
-                  still_growing: Callable[[], bool] | None = None,
-                  on_first_data: Callable[[], None] | None = None) -> str:
+                  still_growing: Callable[[], bool] | None = None) -> str:
     """Write ``source`` zstd-compressed (all cores, with a content checksum) into ``dest``;
     returns the SHA-256 of what was written.
 
     ``still_growing``: another process is still writing ``source`` (sequentially, as podman
-    exports), and compression follows it until this returns false. ``on_first_data`` is
-    called once, when the first bytes of ``source`` are read.
+    exports), and compression follows it until this returns false.
     """
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
     with source.open("rb") as raw, dest.open("r+b") as out:
         out.truncate(0)
         writer = _HashingWriter(out)
-        reader = _CountingReader(raw, advance, still_growing, on_first_data)
+        reader = _CountingReader(raw, advance, still_growing)
         compressor.copy_stream(_io(reader), _io(writer), read_size=_IO_SIZE, write_size=_IO_SIZE)
     return writer.digest.hexdigest()
