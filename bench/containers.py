@@ -40,10 +40,12 @@ def rotated(steps: list[Callable[[int], None]], repetition: int) -> list[Callabl
     return steps[k:] + steps[:k]
 
 
-def podman_frozen_us(print_stats_stdout: str) -> int | None:
+def podman_criu_stat(print_stats_stdout: str, key: str) -> int | None:
+    """One of CRIU's statistics from podman's --print-stats output (frozen_time on
+    checkpoint, restore_time on restore), in microseconds."""
     stats = json.loads(print_stats_stdout)["container_statistics"][0]
-    frozen = stats.get("criu_statistics", {}).get("frozen_time")
-    return int(frozen) if frozen is not None else None
+    value = (stats.get("criu_statistics") or {}).get(key)
+    return int(value) if value is not None else None
 
 
 class SizeBenchmark:
@@ -107,8 +109,8 @@ class SizeBenchmark:
     def podman_export(self, rep: int) -> None:
         done = self.podman("container", "checkpoint", "--leave-running", "--export",
                            str(self.podman_archive), "--print-stats", self.source)
-        self.record_snapshot(PODMAN_EXPORT, rep, done.seconds,
-                             self.podman_archive.stat().st_size, podman_frozen_us(done.stdout))
+        self.record_snapshot(PODMAN_EXPORT, rep, done.seconds, self.podman_archive.stat().st_size,
+                             podman_criu_stat(done.stdout, "frozen_time"))
 
     def warmctl_snapshot(self, rep: int) -> None:
         done = self.warmctl("snapshot", self.source, self.snapshot_name, "--leave-running",
@@ -131,13 +133,15 @@ class SizeBenchmark:
         name, port = self.podman.name(f"{self.size_mib}-import-{rep}"), free_port()
         try:
             done = self.podman("container", "restore", "--import", str(self.podman_archive),
-                               "--name", name, "-p", f"127.0.0.1:{port}:11211")
-            self.record_resume(PODMAN_IMPORT, rep, done.seconds, port)
+                               "--name", name, "-p", f"127.0.0.1:{port}:11211", "--print-stats")
+            self.record_resume(PODMAN_IMPORT, rep, done.seconds, port,
+                               podman_criu_stat(done.stdout, "restore_time"))
             done = self.podman("container", "checkpoint", "--print-stats", name)
             self.record_snapshot(PODMAN_CHECKPOINT_IN_PLACE, rep, done.seconds, None,
-                                 podman_frozen_us(done.stdout))
-            done = self.podman("container", "restore", name)
-            self.record_resume(PODMAN_RESTORE_IN_PLACE, rep, done.seconds, port)
+                                 podman_criu_stat(done.stdout, "frozen_time"))
+            done = self.podman("container", "restore", "--print-stats", name)
+            self.record_resume(PODMAN_RESTORE_IN_PLACE, rep, done.seconds, port,
+                               podman_criu_stat(done.stdout, "restore_time"))
         finally:
             self.podman.remove(name)
 
@@ -146,7 +150,8 @@ class SizeBenchmark:
         try:
             done = self.warmctl("resume", self.warmctl_ref, "--name", name,
                                 "--publish", f"127.0.0.1:{port}:11211", "--json")
-            self.record_resume(WARMCTL_RESUME, rep, done.seconds, port)
+            restore_time = json.loads(done.stdout).get("criu_stats", {}).get("restore_time")
+            self.record_resume(WARMCTL_RESUME, rep, done.seconds, port, restore_time)
         finally:
             self.podman.remove(name)
 
@@ -159,7 +164,8 @@ class SizeBenchmark:
         finally:
             self.podman.remove(name)
 
-    def record_resume(self, method: Method, rep: int, seconds: float, port: int) -> None:
+    def record_resume(self, method: Method, rep: int, seconds: float, port: int,
+                      criu_restore_us: int | None = None) -> None:
         """Time to the first hit, then read every value back."""
         first_hit_s, _ = timed(
             lambda: wait_first_hit(port, self.data.keys[0], self.data.values[0]))
@@ -170,4 +176,4 @@ class SizeBenchmark:
 
         check_s, mismatches = timed(check)
         self.resumes.append(ResumeSample(method.key, self.size_mib, rep, seconds,
-                                         first_hit_s, check_s, mismatches))
+                                         first_hit_s, check_s, mismatches, criu_restore_us))

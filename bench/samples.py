@@ -51,6 +51,7 @@ class ResumeSample:
     first_hit_s: float  # from the command's exit to the first correct get
     check_s: float  # reading every value back
     mismatches: int  # values missing or wrong: must be 0
+    criu_restore_us: int | None = None  # CRIU's own restore_time (--print-stats), if restored
 
 
 @dataclass(frozen=True)

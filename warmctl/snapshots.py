@@ -33,7 +33,7 @@ from warmctl.errors import (
     WarmctlError,
 )
 from warmctl.output import Progress
-from warmctl.podman import COMPRESSIONS, CheckpointResult, HostVersions, Podman
+from warmctl.podman import COMPRESSIONS, CheckpointResult, HostVersions, Podman, RestoreResult
 from warmctl.refs import Ref, is_valid_name, validate_name
 from warmctl.retention import Decision, Generation, Policy, plan_prune, summarize_plan
 
@@ -239,6 +239,12 @@ class ResumeOptions:
     strict: bool = False  # refuse a snapshot from a host that differs (hostcompat)
 
 
+@dataclass(frozen=True)
+class Resumed:
+    container: str
+    criu_stats: dict[str, int]  # CRIU's restore statistics (restore_time, pages_restored, ...)
+
+
 def resume_snapshot(
     catalogue: Catalogue,
     podman: Podman,
@@ -247,8 +253,8 @@ def resume_snapshot(
     progress: Progress,
     *,
     warn: Callable[[str], None] | None = None,
-) -> str:
-    """Restore a snapshot as a running container; returns the container's name.
+) -> Resumed:
+    """Restore a snapshot as a running container.
 
     A snapshot from another host (pulled, or recorded under another host name) is compared
     with this host first: each difference goes to ``warn``, or with ``strict`` refuses.
@@ -280,8 +286,8 @@ def resume_snapshot(
         if snapshot.plain_bytes is not None:
             progress.expect(snapshot.plain_bytes)
         try:
-            interrupted = _restore_through_feed(held.path, snapshot, podman, target, options,
-                                                progress)
+            restored, interrupted = _restore_through_feed(held.path, snapshot, podman, target,
+                                                          options, progress)
         except (WarmctlError, KeyboardInterrupt) as err:
             # First keep CRIU's log: it lives in the leftover container's directory.
             if isinstance(err, CheckpointError):
@@ -294,13 +300,13 @@ def resume_snapshot(
     if interrupted:
         raise Interrupted(f"interrupted while podman restored {target}: it finished, and "
                           f"{target} is running")
-    return target
+    return Resumed(target, restored.criu_statistics)
 
 
 def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, target: str,
-                          options: ResumeOptions, progress: Progress) -> bool:
+                          options: ResumeOptions, progress: Progress) -> tuple[RestoreResult, bool]:
     """podman restores ``source`` read through an ArchiveFeed (see feed.py for why and how).
-    Returns whether the user pressed Ctrl-C meanwhile.
+    Returns podman's result and whether the user pressed Ctrl-C meanwhile.
 
     Raises IntegrityError when the archive turns out damaged, whatever podman did. When podman
     failed without reading the whole archive, it may have imported only the configuration
@@ -311,7 +317,7 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, targ
                               label=snapshot.ref, config_reads=config_reads,
                               advance=progress.advance) as fed:
             try:
-                _, interrupted = _let_podman_finish(lambda: podman.restore(
+                restored, interrupted = _let_podman_finish(lambda: podman.restore(
                     fed.path,
                     name=target,
                     publish=options.publish,
@@ -327,7 +333,7 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, targ
                 _remove_leftover(podman, target, running_too=False)
                 continue
         fed.verify()
-        return interrupted
+        return restored, interrupted
     raise AssertionError("unreachable: the second attempt returns or raises")
 
 

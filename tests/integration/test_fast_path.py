@@ -103,3 +103,15 @@ def test_damage_found_at_the_end_stops_podman_before_criu(
     assert "unpacking of checkpoint archive" in result.stderr, result.stderr
     assert containers.state(new) is None
     assert warmctl("list", "--json").json()[0]["ref"] == "end@1"  # type: ignore[index]
+
+
+def test_resume_json_reports_criu_restore_statistics(
+    warmctl: Warmctl, containers: Containers
+) -> None:
+    looper = start_looper(containers)
+    warmctl("snapshot", looper, "st", "--leave-running")
+    resumed = warmctl("resume", "st", "--name", containers.name("st"), "--json").json()
+    assert isinstance(resumed, dict)
+    assert resumed["ref"] == "st@1" and resumed["container"] == containers.name("st")
+    assert resumed["criu_stats"]["restore_time"] > 0
+    assert resumed["criu_stats"]["pages_restored"] > 0

@@ -93,9 +93,9 @@ def test_resume_hands_podman_the_plain_tar(
 ) -> None:
     fake_podman.add("mc")
     snap(catalogue, fake_podman, compress=compress, leave_running=True)
-    name = resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(name="copy"),
-                           Progress())
-    assert name == "copy"
+    resumed = resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(name="copy"),
+                              Progress())
+    assert resumed.container == "copy" and resumed.criu_stats == {"restore_time": 10}
     assert fake_podman.restored_from == [plain_archive_bytes()]
     assert list(catalogue.tmp_dir.iterdir()) == []
 

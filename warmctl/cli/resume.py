@@ -66,9 +66,10 @@ def command(
     # reported cannot differ when another snapshot lands meanwhile.
     snapshot = catalogue.get(parsed)
     with out.progress(f"resume {snapshot.ref}") as progress:
-        container = resume_snapshot(catalogue, app.podman, Ref(snapshot.name, snapshot.generation),
-                                    options, progress, warn=out.warn)
+        resumed = resume_snapshot(catalogue, app.podman, Ref(snapshot.name, snapshot.generation),
+                                  options, progress, warn=out.warn)
     if json_mode:
-        out.json({"ref": snapshot.ref, "container": container})
+        out.json({"ref": snapshot.ref, "container": resumed.container,
+                  "criu_stats": resumed.criu_stats})
     else:
-        out.line(container)
+        out.line(resumed.container)
