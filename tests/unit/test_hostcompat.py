@@ -140,7 +140,7 @@ def test_resume_warns_about_each_difference(
     publish_foreign(catalogue, tmp_path, kernel="5.10.0")
     warnings: list[str] = []
     assert resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(), Progress(),
-                           warn=warnings.append) == "mc"
+                           warn=warnings.append).container == "mc"
     # FakePodman reports podman 4.3.1 and runc 1.1.5 as the record says; only the kernel.
     assert warnings == ["mc@1: kernel 6.18.44 here, 5.10.0 on warm-1"]
 
@@ -167,7 +167,7 @@ def test_resume_strict_passes_a_matching_host(
     monkeypatch.setattr(hostcompat.host, "kernel_release", lambda: "6.18.44")
     publish_foreign(catalogue, tmp_path, kernel="6.18.44")
     assert resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(strict=True),
-                           Progress()) == "mc"
+                           Progress()).container == "mc"
 
 
 def test_doctor_rows_for_a_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -131,7 +131,7 @@ def test_resume_in_place_of_its_own_stopped_source(
     source = fake_podman.add("looper")
     snap(catalogue, fake_podman, container="looper", name="looper")  # stops it
     assert resume_snapshot(catalogue, fake_podman, Ref("looper"), ResumeOptions(),
-                           Progress()) == "looper"
+                           Progress()).container == "looper"
     assert f"rm {source.id}" in fake_podman.calls
     restored = fake_podman.inspect_container("looper")
     assert restored is not None and restored.running and restored.id != source.id
