@@ -9,7 +9,10 @@ warmctl/feed.py decompresses it for podman.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +24,7 @@ Advance = Callable[[int], None]
 
 ZSTD_LEVEL = 3  # zstd's default: about podman's ratio at ~1 GB/s with two threads
 _IO_SIZE = 4 * 1024 * 1024
+SYNC_EVERY = 32 * 1024 * 1024  # bytes of archive between background syncs
 _FOLLOW_POLL = 0.005  # seconds between looks at a file another process is still writing
 
 
@@ -58,14 +62,29 @@ class _CountingReader:
 class _HashingWriter:
     """A binary file that hashes every byte written through it."""
 
-    def __init__(self, file: Any) -> None:
+    def __init__(self, file: Any, syncer: concurrent.futures.Executor | None = None) -> None:
         self._file = file
         self.digest = hashlib.sha256()
+        self._syncer = syncer
+        self._unsynced = 0
+        self._syncing: concurrent.futures.Future[None] | None = None
 
     def write(self, data: bytes) -> int:
         self.digest.update(data)
         self._file.write(data)
+        self._unsynced += len(data)
+        if self._syncer is not None and self._unsynced >= SYNC_EVERY:
+            self._sync_in_background(self._syncer)
         return len(data)
+
+    def _sync_in_background(self, syncer: concurrent.futures.Executor) -> None:
+        """Start writing what is written so far to disk, so that the fsync before publishing
+        finds little left: on two cores it cost 70 ms at 256 MiB, 270 ms at 1 GiB, after
+        the compression. One sync at a time; a failed one is retried by that fsync."""
+        if self._syncing is not None and not self._syncing.done():
+            return
+        self._unsynced = 0
+        self._syncing = syncer.submit(_datasync, self._file.fileno())
 
 
 def _io(stream: _CountingReader | _HashingWriter) -> IO[bytes]:
@@ -82,9 +101,15 @@ def compress_zstd(source: Path, dest: Path, advance: Advance = _ignore, *,
     exports), and compression follows it until this returns false.
     """
     compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
-    with source.open("rb") as raw, dest.open("r+b") as out:
+    with source.open("rb") as raw, dest.open("r+b") as out, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as syncer:
         out.truncate(0)
-        writer = _HashingWriter(out)
+        writer = _HashingWriter(out, syncer)
         reader = _CountingReader(raw, advance, still_growing)
         compressor.copy_stream(_io(reader), _io(writer), read_size=_IO_SIZE, write_size=_IO_SIZE)
     return writer.digest.hexdigest()
+
+
+def _datasync(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.fdatasync(fd)
