@@ -114,6 +114,15 @@ def test_every_command_has_a_page_with_every_option_and_argument() -> None:
         assert roff("--help") in text
 
 
+def test_no_flag_is_shown_as_taking_a_value() -> None:
+    """typer shows `<bool>` after a boolean option unless its metavar is empty (options.flag)."""
+    commands = {"warmctl": typer.main.get_command(app), **verbs()}
+    for name, command in commands.items():
+        for param in command.params:
+            if getattr(param, "is_flag", False) and param.name != "help":
+                assert param.metavar == "", f"{name} {param.opts[0]}: use options.flag()"
+
+
 def test_every_command_has_hand_written_examples() -> None:
     missing = [name for name in verbs()
                if "== EXAMPLES" not in _source(f"warmctl-{name}.txt")]

@@ -7,14 +7,14 @@ from typing import Annotated
 import typer
 
 from warmctl.cli.completion import complete_refs
-from warmctl.cli.options import JsonOption, app_of, output_for
+from warmctl.cli.options import JsonOption, app_of, flag, output_for
 
 
 def command(
     ctx: typer.Context,
     probe: Annotated[
         bool,
-        typer.Option("--probe", help="Also checkpoint and restore a tiny container, end to end."),
+        flag("--probe", help="Also checkpoint and restore a tiny container, end to end."),
     ] = False,
     probe_image: Annotated[
         str | None,
@@ -32,7 +32,7 @@ def command(
     ] = None,
     json_mode: JsonOption = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print only warnings and failures.")
+        bool, flag("--quiet", "-q", help="Print only warnings and failures.")
     ] = False,
 ) -> None:
     """Check whether this host can checkpoint and restore containers; say how to fix it.

@@ -25,6 +25,7 @@ from warmctl.cli import (
     verify,
     warm,
 )
+from warmctl.cli.options import flag
 from warmctl.errors import ExitCode, WarmctlError
 
 app = typer.Typer(
@@ -56,7 +57,7 @@ def main_callback(
     ] = None,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+        flag("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
     from warmctl.app import App, default_home

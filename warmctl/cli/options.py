@@ -14,18 +14,24 @@ if TYPE_CHECKING:
     from warmctl.output import Output
     from warmctl.sharing import RegistryOptions
 
+def flag(*names: str, help: str, **settings: Any) -> Any:
+    """A boolean option. The empty metavar keeps typer from showing `<bool>` after it in
+    help, which reads as if the flag took a value."""
+    return typer.Option(*names, help=help, metavar="", **settings)
+
+
 JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print the result as JSON on stdout (stable format).")
+    bool, flag("--json", help="Print the result as JSON on stdout (stable format).")
 ]
 QuietOption = Annotated[
-    bool, typer.Option("--quiet", "-q", help="Print only the result: no messages, no progress.")
+    bool, flag("--quiet", "-q", help="Print only the result: no messages, no progress.")
 ]
 
 
 # Snapshot options, shared by `snapshot` and `warm` (which shows them under its own panel).
 def leave_running_option(panel: str | None = None) -> Any:
-    return typer.Option("--leave-running", "-R", rich_help_panel=panel,
-                        help="Keep the container running after the snapshot.")
+    return flag("--leave-running", "-R", rich_help_panel=panel,
+                help="Keep the container running after the snapshot.")
 
 
 def label_option(panel: str | None = None) -> Any:
@@ -40,12 +46,12 @@ def compress_option(panel: str | None = None) -> Any:
 
 
 def tcp_established_option(panel: str | None = None, *, verb: str = "Checkpoint") -> Any:
-    return typer.Option("--tcp-established", rich_help_panel=panel,
-                        help=f"{verb} established TCP connections.")
+    return flag("--tcp-established", rich_help_panel=panel,
+                help=f"{verb} established TCP connections.")
 
 
 def file_locks_option(panel: str | None = None, *, verb: str = "Checkpoint") -> Any:
-    return typer.Option("--file-locks", rich_help_panel=panel, help=f"{verb} file locks.")
+    return flag("--file-locks", rich_help_panel=panel, help=f"{verb} file locks.")
 
 
 RefArgument = Annotated[

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from warmctl.cli.completion import complete_names
-from warmctl.cli.options import JsonOption, QuietOption, app_of, output_for
+from warmctl.cli.options import JsonOption, QuietOption, app_of, flag, output_for
 
 
 def command(
@@ -35,7 +35,7 @@ def command(
                           "(e.g. 20G).", show_default=False),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", "-n", help="Print what would go, and why; delete nothing.")
+        bool, flag("--dry-run", "-n", help="Print what would go, and why; delete nothing.")
     ] = False,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,

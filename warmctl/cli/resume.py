@@ -12,6 +12,7 @@ from warmctl.cli.options import (
     RefArgument,
     app_of,
     file_locks_option,
+    flag,
     output_for,
     tcp_established_option,
 )
@@ -33,15 +34,15 @@ def command(
                           "Default: the ports the source container published."),
     ] = None,
     replace: Annotated[
-        bool, typer.Option("--replace", help="Remove an existing container of that name first.")
+        bool, flag("--replace", help="Remove an existing container of that name first.")
     ] = False,
     tcp_established: Annotated[bool, tcp_established_option(verb="Restore")] = False,
     file_locks: Annotated[bool, file_locks_option(verb="Restore")] = False,
     strict: Annotated[
         bool,
-        typer.Option("--strict",
-                     help="Refuse (exit 6) a snapshot from another host when this host "
-                          "differs: CPU flags, kernel, CRIU, podman, runtime, image."),
+        flag("--strict",
+             help="Refuse (exit 6) a snapshot from another host when this host "
+                  "differs: CPU flags, kernel, CRIU, podman, runtime, image."),
     ] = False,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,

@@ -6,14 +6,21 @@ from typing import Annotated
 
 import typer
 
-from warmctl.cli.options import JsonOption, QuietOption, RefsArgument, app_of, output_for
+from warmctl.cli.options import (
+    JsonOption,
+    QuietOption,
+    RefsArgument,
+    app_of,
+    flag,
+    output_for,
+)
 
 
 def command(
     ctx: typer.Context,
     refs: RefsArgument,
     all_generations: Annotated[
-        bool, typer.Option("--all-generations", "-a", help="Remove every generation of NAME.")
+        bool, flag("--all-generations", "-a", help="Remove every generation of NAME.")
     ] = False,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,

@@ -13,6 +13,7 @@ from warmctl.cli.options import (
     app_of,
     compress_option,
     file_locks_option,
+    flag,
     label_option,
     leave_running_option,
     output_for,
@@ -98,7 +99,7 @@ def command(
                                "longer than this.")
     ] = "10m",
     keep_on_failure: Annotated[
-        bool, typer.Option("--keep-on-failure", rich_help_panel=_WARM,
+        bool, flag("--keep-on-failure", rich_help_panel=_WARM,
                            help="Leave the container for inspection when warming fails.")
     ] = False,
     leave_running: Annotated[bool, leave_running_option(_SNAP)] = False,
