@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-from typer._click.core import Command, Context, Parameter
+from typer._click.core import Command, Parameter
 from typer._click.shell_completion import (
     CompletionItem,
     ShellComplete,
@@ -174,7 +174,6 @@ class _Protocol(ShellComplete):
         return words[1:cword], incomplete
 
     def get_completions(self, args: list[str], incomplete: str) -> list[CompletionItem]:
-        _skip_coercion(self.cli)
         ctx = _resolve_context(self.cli, self.ctx_args, self.prog_name, args)
         target, incomplete = _resolve_incomplete(ctx, args, incomplete)
         items = target.shell_complete(ctx, incomplete)
@@ -195,31 +194,6 @@ class _Protocol(ShellComplete):
         )
 
 
-class _Uncoerced:
-    """Stands in for typer's coercion of a parameter's value while completing. Completion
-    needs the words typed so far, not validated values, and the coercion imports pydantic,
-    which alone costs more than the rest of an answer."""
-
-    def coerce(self, value: Any, param: Parameter, ctx: Any) -> Any:
-        if value is None and (param.multiple or param.nargs == -1):
-            return ()
-        return value
-
-
-def _skip_coercion(command: Command, ctx: Context | None = None) -> None:
-    """Answer without coercing values, in the whole tree (a completion process runs nothing
-    else, so the change need not be undone)."""
-    if ctx is None:
-        ctx = command.context_class(command, info_name=PROG, **command.context_settings)
-    # The help option is made on first use, with the names the root's settings give it.
-    help_option = command.get_help_option(ctx)
-    for param in [*command.params, *([help_option] if help_option else [])]:
-        if hasattr(param, "_runtime_param"):  # typer's lazily built coercion
-            param._runtime_param = _Uncoerced()
-    for sub in getattr(command, "commands", {}).values():
-        _skip_coercion(sub, ctx)
-
-
 def summary(command: Command) -> str:
     """A command's help up to the end of its first clause: "Restore a snapshot as a running
     container" (the man pages' NAME lines say the same)."""
@@ -228,8 +202,8 @@ def summary(command: Command) -> str:
 
 
 def _takes_path(target: Command | Parameter) -> bool:
-    descriptor = getattr(target, "type_descriptor", None)
-    return bool(getattr(descriptor, "is_path", False))
+    # typer names its path types as click does: "path", "file" or "directory".
+    return getattr(getattr(target, "type", None), "name", "") in ("path", "file", "directory")
 
 
 def _one_line(text: str | None) -> str:
