@@ -177,6 +177,16 @@ class Podman(ABC):
         configuration files' identities. None: unknown, so host_versions() is not cached."""
         return None
 
+    def userdata_dir(self, container: str) -> Path | None:
+        """The container's directory in podman's storage, which holds its last checkpoint
+        (checkpoint/, network.status, ...); None when unknown."""
+        return None
+
+    def restore_in_place(self, container: str, *, tcp_established: bool = False,
+                         file_locks: bool = False) -> RestoreResult:
+        """Restore a checkpointed, stopped container from the checkpoint in its own storage."""
+        raise PodmanError("this podman adapter cannot restore in place")
+
     @abstractmethod
     def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
         """The container's state, or None when podman knows no such container."""
@@ -443,14 +453,31 @@ class PodmanCLI(Podman):
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
+        return self._restore(args, name)
+
+    def restore_in_place(self, container: str, *, tcp_established: bool = False,
+                         file_locks: bool = False) -> RestoreResult:
+        args = ["container", "restore", "--print-stats"]
+        if tcp_established:
+            args.append("--tcp-established")
+        if file_locks:
+            args.append("--file-locks")
+        return self._restore([*args, container], container)
+
+    def _restore(self, args: list[str], container: str) -> RestoreResult:
         result = self._run(*args, forever=True)
         if result.returncode != 0:
-            err = self._error(result, f"restore of {name}", CheckpointError)
+            err = self._error(result, f"restore of {container}", CheckpointError)
             if err.criu_log is None:
-                err.criu_log = self._userdata_log(name, "restore.log")
+                err.criu_log = self._userdata_log(container, "restore.log")
             raise err
         stats = _parse_stats(result.stdout)
         return RestoreResult(stats.container_id, stats.criu, stats.duration_us)
+
+    def userdata_dir(self, container: str) -> Path | None:
+        result = self._run("container", "inspect", "--format", "{{.StaticDir}}", container)
+        text = result.stdout.strip()
+        return Path(text) if result.returncode == 0 and text else None
 
     def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
         args = ["rm", "--time", "0"]
@@ -462,11 +489,9 @@ class PodmanCLI(Podman):
 
     def _userdata_log(self, container: str, filename: str) -> Path | None:
         """CRIU's log in the container's userdata dir, when podman did not name it."""
-        result = self._run("container", "inspect", "--format", "{{.StaticDir}}", container)
-        if result.returncode != 0:
-            return None
-        path = Path(result.stdout.strip()) / filename
-        return path if path.is_file() else None
+        directory = self.userdata_dir(container)
+        path = directory / filename if directory is not None else None
+        return path if path is not None and path.is_file() else None
 
 
 @dataclass(frozen=True)

@@ -115,3 +115,27 @@ def test_resume_json_reports_criu_restore_statistics(
     assert resumed["ref"] == "st@1" and resumed["container"] == containers.name("st")
     assert resumed["criu_stats"]["restore_time"] > 0
     assert resumed["criu_stats"]["pages_restored"] > 0
+
+
+def test_resume_of_a_stopped_source_restores_in_place_with_every_value(
+    warmctl: Warmctl, containers: Containers
+) -> None:
+    """The source container, stopped by the snapshot, still holds that checkpoint in podman's
+    storage: resume restores it there, without unpacking the archive."""
+    name, port = start_memcached(containers)
+    items = fill(port, 32, seed=24)
+    source_id = podman("container", "inspect", "--format", "{{.Id}}", name).stdout.strip()
+    warmctl("snapshot", name, "ip")
+    assert containers.state(name) == "exited"
+    result = warmctl("resume", "ip", "--json", env={"WARMCTL_DEBUG": "1"})
+    assert "restoring in place" in result.stderr, result.stderr
+    assert "whole archive" not in result.stderr  # the archive was not fed to podman
+    assert podman("container", "inspect", "--format", "{{.Id}}", name).stdout.strip() == source_id
+    assert_all_back(port, items)
+
+    # Once restored, the checkpoint has left podman's storage: the same snapshot comes back
+    # through its archive (in the stopped source's place).
+    podman("stop", "--time", "0", name)
+    result = warmctl("resume", "ip", env={"WARMCTL_DEBUG": "1"})
+    assert "restoring in place" not in result.stderr and "whole archive" in result.stderr
+    assert_all_back(port, items)

@@ -4,6 +4,7 @@ archive kept as test data. Only what warmctl's library code calls is implemented
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import tarfile
 from collections.abc import Sequence
@@ -46,6 +47,9 @@ class FakePodman(Podman):
     exec_results: list[int] = field(default_factory=list)
     restored_from: list[bytes] = field(default_factory=list)  # what each import read got
     config_reads: int = 2
+    # Where containers' storage lives; None: the fake keeps no checkpoint in storage, so
+    # resume never restores in place.
+    storage: Path | None = None
     _next_id: int = 1
 
     def add(self, name: str, *, running: bool = True, ports: Sequence[str] = ()) -> ContainerInfo:
@@ -109,7 +113,29 @@ class FakePodman(Podman):
         assert info is not None
         if not leave_running:
             self.containers[info.name] = replace(info, state="exited", checkpointed=True)
+        if self.storage is not None:  # podman keeps the checkpoint in the container's storage
+            images = self.storage / info.id / "checkpoint"
+            shutil.rmtree(images, ignore_errors=True)
+            images.mkdir(parents=True)
+            (images / "pages-1.img").write_bytes(os.urandom(64))
+            (images / "inventory.img").write_bytes(b"inventory")
         return CheckpointResult({"frozen_time": 1000, "pages_written": 33}, 5000)
+
+    def userdata_dir(self, container: str) -> Path | None:
+        info = self.inspect_container(container)
+        return self.storage / info.id if self.storage is not None and info else None
+
+    def restore_in_place(self, container: str, *, tcp_established: bool = False,
+                         file_locks: bool = False) -> RestoreResult:
+        """As podman: restores from the checkpoint in storage, then removes it."""
+        info = self.inspect_container(container)
+        assert info is not None and self.storage is not None
+        self.calls.append(f"restore in place {info.id}")
+        if self.fail_restore:
+            raise CheckpointError(self.fail_restore, stderr=self.fail_restore)
+        shutil.rmtree(self.storage / info.id / "checkpoint")
+        self.containers[info.name] = replace(info, state="running", checkpointed=False)
+        return RestoreResult(info.id, {"restore_time": 5}, 1000)
 
     def restore(self, archive: Path, *, name: str, publish: Sequence[str] = (),
                 tcp_established: bool = False, file_locks: bool = False) -> RestoreResult:

@@ -3,6 +3,7 @@ what is left behind on failure."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -284,3 +285,71 @@ def test_nothing_is_kept_when_the_container_kept_running(
         snap(catalogue, fake_podman, leave_running=True)
     assert not (catalogue.home / "rescued").exists()
     assert list(catalogue.tmp_dir.iterdir()) == []
+
+
+# --- restoring in place ----------------------------------------------------------------------
+
+@pytest.fixture
+def stored_podman(tmp_path: Path) -> FakePodman:
+    """A fake podman that keeps each checkpoint in the container's storage, as podman does."""
+    return FakePodman(storage=tmp_path / "storage")
+
+
+def test_resume_of_a_stopped_source_restores_in_place(
+    catalogue: Catalogue, stored_podman: FakePodman
+) -> None:
+    source = stored_podman.add("mc")
+    snap(catalogue, stored_podman)
+    assert catalogue.get(Ref("mc")).extra["in_place"]["container_id"] == source.id
+    resumed = resume_snapshot(catalogue, stored_podman, Ref("mc"), ResumeOptions(), Progress())
+    assert resumed.container == "mc" and resumed.criu_stats == {"restore_time": 5}
+    assert stored_podman.calls[-1] == f"restore in place {source.id}"
+    assert stored_podman.containers["mc"].id == source.id  # the same container, running
+    assert stored_podman.containers["mc"].running
+    assert stored_podman.restored_from == []  # the archive was not needed
+
+
+def test_a_later_checkpoint_in_storage_sends_an_older_snapshot_through_its_archive(
+    catalogue: Catalogue, stored_podman: FakePodman
+) -> None:
+    stored_podman.add("mc")
+    snap(catalogue, stored_podman)
+    resume_snapshot(catalogue, stored_podman, Ref("mc"), ResumeOptions(), Progress())
+    snap(catalogue, stored_podman)  # mc@2: the checkpoint in storage is now mc@2's
+    resume_snapshot(catalogue, stored_podman, Ref("mc", 1), ResumeOptions(), Progress())
+    assert stored_podman.calls[-2:] == [f"rm {catalogue.get(Ref('mc', 1)).container_id}",
+                                        "restore mc"]
+    assert stored_podman.restored_from == [plain_archive_bytes()]
+
+
+@pytest.mark.parametrize("reason", ["publish", "leave-running", "restored-since"])
+def test_no_restore_in_place_when_it_would_not_give_the_snapshot(
+    catalogue: Catalogue, stored_podman: FakePodman, reason: str
+) -> None:
+    stored_podman.add("mc")
+    snap(catalogue, stored_podman, leave_running=reason == "leave-running")
+    options = ResumeOptions(publish=("127.0.0.1:1:11211",) if reason == "publish" else ())
+    if reason == "leave-running":
+        stored_podman.containers["mc"] = dataclasses.replace(
+            stored_podman.containers["mc"], state="exited")
+        assert "in_place" not in catalogue.get(Ref("mc")).extra
+    if reason == "restored-since":
+        info = stored_podman.containers["mc"]
+        stored_podman.restore_in_place(info.id)
+        stored_podman.containers["mc"] = dataclasses.replace(info, state="exited",
+                                                             checkpointed=True)
+    resume_snapshot(catalogue, stored_podman, Ref("mc"), options, Progress())
+    assert stored_podman.calls[-1] == "restore mc"
+    assert stored_podman.restored_from == [plain_archive_bytes()]
+
+
+def test_a_failed_restore_in_place_keeps_the_container_and_its_checkpoint(
+    catalogue: Catalogue, stored_podman: FakePodman
+) -> None:
+    source = stored_podman.add("mc")
+    snap(catalogue, stored_podman)
+    stored_podman.fail_restore = "criu failed"
+    with pytest.raises(CheckpointError):
+        resume_snapshot(catalogue, stored_podman, Ref("mc"), ResumeOptions(), Progress())
+    assert stored_podman.containers["mc"].id == source.id
+    assert (stored_podman.storage / source.id / "checkpoint").is_dir()  # type: ignore[operator]
