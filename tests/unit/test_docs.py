@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from typer.core import TyperCommand
 
 from warmctl.catalogue import Catalogue, SnapshotRecord
 from warmctl.cli import completion_cmd
@@ -36,9 +37,9 @@ def roff(text: str) -> str:
     return text.replace("-", "\\-")
 
 
-def verbs() -> dict[str, typer.main.TyperCommand]:
+def verbs() -> dict[str, TyperCommand]:
     root = typer.main.get_command(app)
-    commands: dict[str, typer.main.TyperCommand] = root.commands  # type: ignore[attr-defined]
+    commands: dict[str, TyperCommand] = root.commands  # type: ignore[attr-defined]
     return {name: cmd for name, cmd in commands.items() if not cmd.hidden}
 
 

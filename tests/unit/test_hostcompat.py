@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fakes import REAL_ARCHIVE, FakePodman
 
-from warmctl import doctor, hostcompat
+from warmctl import doctor, host, hostcompat
 from warmctl.archive import sha256_file
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
 from warmctl.errors import ExitCode, HostError
@@ -136,7 +136,7 @@ def test_resume_warns_about_each_difference(
     catalogue: Catalogue, fake_podman: FakePodman, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hostcompat.host, "kernel_release", lambda: "6.18.44")
+    monkeypatch.setattr(host, "kernel_release", lambda: "6.18.44")
     publish_foreign(catalogue, tmp_path, kernel="5.10.0")
     warnings: list[str] = []
     assert resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(), Progress(),
@@ -149,7 +149,7 @@ def test_resume_strict_refuses_a_differing_host(
     catalogue: Catalogue, fake_podman: FakePodman, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hostcompat.host, "kernel_release", lambda: "6.18.44")
+    monkeypatch.setattr(host, "kernel_release", lambda: "6.18.44")
     publish_foreign(catalogue, tmp_path, kernel="5.10.0")
     with pytest.raises(HostError) as err:
         resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(strict=True),
@@ -164,14 +164,14 @@ def test_resume_strict_passes_a_matching_host(
     catalogue: Catalogue, fake_podman: FakePodman, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(hostcompat.host, "kernel_release", lambda: "6.18.44")
+    monkeypatch.setattr(host, "kernel_release", lambda: "6.18.44")
     publish_foreign(catalogue, tmp_path, kernel="6.18.44")
     assert resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(strict=True),
                            Progress()).container == "mc"
 
 
 def test_doctor_rows_for_a_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hostcompat.host, "kernel_release", lambda: "6.18.44")
+    monkeypatch.setattr(host, "kernel_release", lambda: "6.18.44")
     facts = doctor.HostFacts(
         euid=0, kernel="6.18.44", podman=FakePodman().host_versions(), podman_error="",
         criu=doctor.CriuFacts("/usr/sbin/criu", "4.1"), ulimits=doctor.UlimitFacts(),

@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_registry import FakeRegistry
@@ -189,7 +190,7 @@ def test_gzip_and_plain_archives_keep_their_media_type(
 
 
 def test_manifest_validation_details() -> None:
-    good = {
+    good: dict[str, Any] = {
         "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact.ARTIFACT_TYPE,
         "config": {"mediaType": artifact.CONFIG_MEDIA_TYPE, "digest": "sha256:" + "a" * 64,
                    "size": 10},
