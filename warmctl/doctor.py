@@ -24,7 +24,7 @@ from warmctl import host, hostcompat
 from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.diagnose import RUNC_FIX, USE_RUNC, criu_errors, diagnose, ulimits_fix
 from warmctl.errors import CheckpointError, WarmctlError
-from warmctl.podman import HostVersions, Podman
+from warmctl.podman import HostVersions, Podman, containers_conf_files
 from warmctl.snapshots import keep_criu_log
 from warmctl.units import format_size
 
@@ -221,23 +221,6 @@ def _read_text(path: Path) -> str:
 
 
 # --- parsing (pure) ---------------------------------------------------------------------------
-
-
-def containers_conf_files(environ: Mapping[str, str], *,
-                          share: Path = Path("/usr/share/containers"),
-                          etc: Path = Path("/etc/containers")) -> list[Path]:
-    """The containers.conf files a root podman 4 reads, in order: later ones win.
-
-    CONTAINERS_CONF, when set, replaces them all (containers/common's systemConfigs).
-    """
-    override = environ.get("CONTAINERS_CONF")
-    if override:
-        return [Path(override)]
-    files = [p for p in (share / "containers.conf", etc / "containers.conf") if p.is_file()]
-    dropins = etc / "containers.conf.d"
-    if dropins.is_dir():
-        files += sorted(p for p in dropins.glob("*.conf") if p.is_file())
-    return files
 
 
 def configured_ulimits(

@@ -8,7 +8,6 @@ the code depends on; ``PodmanCLI`` drives the real program; unit tests use a fak
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -56,17 +55,24 @@ class CommandResult:
 _RUNTIME_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/sbin", "/bin",
                  "/usr/lib/cri-o-runc/sbin", "/run/current-system/sw/bin")
 _RUNTIME_FILES = tuple(f"{d}/{name}" for name in ("runc", "crun") for d in _RUNTIME_DIRS)
-_CONF_DIRS = ("/usr/share/containers/containers.conf.d", "/etc/containers/containers.conf.d")
 
 
-def _containers_conf_files(env: Mapping[str, str]) -> list[str]:
-    """containers.conf and its drop-ins: they choose podman's runtime and cgroup manager."""
-    files = ["/usr/share/containers/containers.conf", "/etc/containers/containers.conf"]
-    for directory in _CONF_DIRS:
-        with contextlib.suppress(OSError):
-            files += sorted(str(p) for p in Path(directory).iterdir())
-    if env.get("CONTAINERS_CONF"):
-        files.append(env["CONTAINERS_CONF"])
+def containers_conf_files(environ: Mapping[str, str], *,
+                          share: Path = Path("/usr/share/containers"),
+                          etc: Path = Path("/etc/containers")) -> list[Path]:
+    """The containers.conf files a root podman 4 reads, in order: later ones win. They choose
+    podman's runtime and cgroup manager (so versions_fingerprint includes them), and its
+    default ulimits (which doctor checks).
+
+    CONTAINERS_CONF, when set, replaces them all (containers/common's systemConfigs).
+    """
+    override = environ.get("CONTAINERS_CONF")
+    if override:
+        return [Path(override)]
+    files = [p for p in (share / "containers.conf", etc / "containers.conf") if p.is_file()]
+    dropins = etc / "containers.conf.d"
+    if dropins.is_dir():
+        files += sorted(p for p in dropins.glob("*.conf") if p.is_file())
     return files
 
 
@@ -338,7 +344,8 @@ class PodmanCLI(Podman):
             return None
         uname = os.uname()
         parts = [uname.release, uname.version, uname.nodename]
-        for path in [program, *_RUNTIME_FILES, *_containers_conf_files(self._env)]:
+        files = [Path(program), *map(Path, _RUNTIME_FILES), *containers_conf_files(self._env)]
+        for path in files:
             try:
                 found = os.stat(path)
             except OSError:

@@ -42,6 +42,7 @@ from warmctl.podman import (
     Podman,
     PodmanCLI,
     RestoreResult,
+    containers_conf_files,
 )
 from warmctl.refs import Ref
 
@@ -442,13 +443,13 @@ def test_containers_conf_files_in_podmans_order(tmp_path: Path) -> None:
                  etc / "containers.conf.d" / "90-b.conf", etc / "containers.conf.d" / "10-a.conf",
                  etc / "containers.conf.d" / "README"):
         path.write_text("")
-    assert doctor.containers_conf_files({}, share=share, etc=etc) == [
+    assert containers_conf_files({}, share=share, etc=etc) == [
         share / "containers.conf", etc / "containers.conf",
         etc / "containers.conf.d" / "10-a.conf", etc / "containers.conf.d" / "90-b.conf",
     ]
     only = tmp_path / "mine.conf"
-    assert doctor.containers_conf_files({"CONTAINERS_CONF": str(only)}, share=share,
-                                        etc=etc) == [only]
+    assert containers_conf_files({"CONTAINERS_CONF": str(only)}, share=share,
+                                 etc=etc) == [only]
 
 
 def test_configured_ulimits_last_file_that_sets_them_wins() -> None:
