@@ -344,23 +344,20 @@ def checkpoint_fingerprint(userdata: Path) -> str | None:
     return digest.hexdigest()
 
 
-def _in_place_record(podman: Podman, container_id: str) -> dict[str, str] | None:
-    """What lets a later resume restore in place: the checkpoint podman keeps in the stopped
-    container's storage is, at this moment, exactly the snapshot."""
+def _stored_checkpoint(podman: Podman, container_id: str) -> str | None:
+    """The fingerprint of the checkpoint podman keeps in the container's storage, if any."""
     userdata = podman.userdata_dir(container_id)
-    fingerprint = checkpoint_fingerprint(userdata) if userdata is not None else None
-    if fingerprint is None:
-        return None
-    return {"container_id": container_id, "checkpoint": fingerprint}
+    return checkpoint_fingerprint(userdata) if userdata is not None else None
 
 
 def _in_place_extra(podman: Podman, container_id: str) -> dict[str, Any]:
-    """extra's "in_place" for a checkpoint that stopped its container (an optional speed-up:
-    no podman trouble here may fail the snapshot)."""
+    """extra's "in_place", for a checkpoint that stopped its container: what lets a later
+    resume restore in place, since the checkpoint in the container's storage is, at this
+    moment, exactly the snapshot. Optional: no podman trouble here may fail the snapshot."""
     with contextlib.suppress(WarmctlError):
-        record = _in_place_record(podman, container_id)
-        if record is not None:
-            return {"in_place": record}
+        fingerprint = _stored_checkpoint(podman, container_id)
+        if fingerprint is not None:
+            return {"in_place": {"container_id": container_id, "checkpoint": fingerprint}}
     return {}
 
 
@@ -374,8 +371,8 @@ def _restorable_in_place(podman: Podman, snapshot: Snapshot, existing: Container
         return False
     if existing.id != record.get("container_id") or existing.running or not existing.checkpointed:
         return False
-    userdata = podman.userdata_dir(existing.id)
-    return userdata is not None and checkpoint_fingerprint(userdata) == record.get("checkpoint")
+    fingerprint = _stored_checkpoint(podman, existing.id)
+    return fingerprint is not None and fingerprint == record.get("checkpoint")
 
 
 def _restore_in_place(catalogue: Catalogue, podman: Podman, snapshot: Snapshot,
