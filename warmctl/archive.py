@@ -179,10 +179,12 @@ def verify_structure(path: Path) -> ArchiveSummary:
     return summarize(path)
 
 
-def configuration_tar(path: Path, *, within: int) -> bytes | None:
+def configuration_tar(path: Path, *, within: int,
+                      edit_spec: Callable[[bytes, bytes], bytes] | None = None) -> bytes | None:
     """A small tar of the archive's config.dump and spec.dump: what podman reads to create the
     container. They are looked for in the first ``within`` bytes of the tar stream only
-    (podman writes them first); None when they are not there.
+    (podman writes them first); None when they are not there. ``edit_spec`` gets both
+    files' bytes and returns spec.dump's.
 
     Raises IntegrityError when that part of the archive is damaged.
     """
@@ -200,6 +202,9 @@ def configuration_tar(path: Path, *, within: int) -> bytes | None:
         raise IntegrityError(f"{path} is damaged or truncated: {one_line(exc)}") from exc
     if len(found) < 2:
         return None
+    if edit_spec is not None:
+        member, data = found[SPEC]
+        found[SPEC] = (member, edit_spec(found[CONFIG][1], data))
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as copy:
         for name in (CONFIG, SPEC):

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from warmctl import archive, feed, host, hostcache, hostcompat, transcode
+from warmctl import archive, criu_config, feed, host, hostcache, hostcompat, transcode
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
 from warmctl.diagnose import criu_errors, diagnose
 from warmctl.errors import (
@@ -402,9 +402,10 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, targ
     tar (a podman that reads differently): then it is tried once more, with whole archives.
     """
     for config_reads in (feed.CONFIG_READS, 0):
-        with feed.ArchiveFeed(source, snapshot.sha256, plain_bytes=snapshot.plain_bytes,
-                              label=snapshot.ref, config_reads=config_reads,
-                              advance=progress.advance) as fed:
+        with criu_config.for_one_restore() as config_file, \
+                feed.ArchiveFeed(source, snapshot.sha256, plain_bytes=snapshot.plain_bytes,
+                                 label=snapshot.ref, config_reads=config_reads,
+                                 advance=progress.advance, criu_config=config_file) as fed:
             try:
                 restored, interrupted = _let_podman_finish(lambda: podman.restore(
                     fed.path,

@@ -5,6 +5,7 @@ plain podman, and a damaged archive must never come back as a running container.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from support import Containers, Warmctl, free_port, podman
 from test_core_verbs import assert_all_back, fill, start_looper, start_memcached
 
+from warmctl import criu_config
 from warmctl.archive import detect_compression, summarize
 
 pytestmark = pytest.mark.podman
@@ -139,3 +141,46 @@ def test_resume_of_a_stopped_source_restores_in_place_with_every_value(
     result = warmctl("resume", "ip", env={"WARMCTL_DEBUG": "1"})
     assert "restoring in place" not in result.stderr and "whole archive" in result.stderr
     assert_all_back(port, items)
+
+
+def criu_config_annotation(container: str) -> str | None:
+    shown = podman("container", "inspect", "--format", "{{json .Config.Annotations}}",
+                   container).stdout
+    value = json.loads(shown).get(criu_config.ANNOTATION)
+    assert value is None or isinstance(value, str)
+    return value
+
+
+def test_resume_gives_criu_auto_dedup_for_that_restore_only(
+    warmctl: Warmctl, containers: Containers
+) -> None:
+    """CRIU restores with auto-dedup (warmctl/criu_config.py): the resumed container's spec
+    names a configuration file that existed for that restore only. Snapshots of it, and
+    podman's own checkpoint and restore of it, work after that, every value back each time."""
+    name, port = start_memcached(containers)
+    items = fill(port, 32, seed=25)
+    warmctl("snapshot", name, "dd", "--leave-running")
+    first, first_port = containers.name("dd1"), free_port()
+    result = warmctl("resume", "dd", "--name", first,
+                     "--publish", f"127.0.0.1:{first_port}:11211", env={"WARMCTL_DEBUG": "1"})
+    assert_all_back(first_port, items)
+    conf = criu_config_annotation(first)
+    if criu_config.RUNC_DEFAULT.exists():  # this host configures CRIU for runc itself
+        assert conf is None and "restoring with the host's configuration" in result.stderr
+        return
+    assert conf is not None and Path(conf).parent == criu_config.DIRECTORY, conf
+    assert f"criu: restoring with {conf} (auto-dedup)" in result.stderr, result.stderr
+    assert not Path(conf).exists()
+
+    # A snapshot of the resumed container carries the annotation; its resume gets a new file.
+    warmctl("snapshot", first, "dd2", "--leave-running")
+    second, second_port = containers.name("dd2"), free_port()
+    warmctl("resume", "dd2", "--name", second, "--publish", f"127.0.0.1:{second_port}:11211")
+    again = criu_config_annotation(second)
+    assert again is not None and again != conf and Path(again).parent == criu_config.DIRECTORY
+    assert_all_back(second_port, items)
+
+    # The file named is gone: CRIU takes that as no configuration.
+    podman("container", "checkpoint", second)
+    podman("container", "restore", second)
+    assert_all_back(second_port, items)

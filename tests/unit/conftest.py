@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from fakes import FakePodman
 
-from warmctl import host
+from warmctl import criu_config, host
 from warmctl.catalogue import Catalogue
 
 
@@ -24,3 +24,13 @@ def usable_criu(monkeypatch: pytest.MonkeyPatch) -> None:
     """A CRIU new enough for any kernel, whatever this machine has."""
     monkeypatch.setattr(host, "criu_path", lambda: "/usr/local/sbin/criu")
     monkeypatch.setattr(host, "criu_version", lambda: "4.2.1")
+
+
+@pytest.fixture(autouse=True)
+def private_criu_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Resume's CRIU configuration files go to a directory of the test's, whatever this host's
+    /run and /etc/criu hold."""
+    directory = tmp_path / "run-warmctl-criu"
+    monkeypatch.setattr(criu_config, "DIRECTORY", directory)
+    monkeypatch.setattr(criu_config, "RUNC_DEFAULT", tmp_path / "etc-criu-runc.conf")
+    return directory
