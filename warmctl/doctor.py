@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from warmctl import host, hostcompat
+from warmctl import criu_config, host, hostcompat
 from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.diagnose import RUNC_FIX, USE_RUNC, criu_errors, diagnose, ulimits_fix
 from warmctl.errors import CheckpointError, WarmctlError
@@ -109,6 +109,7 @@ class HostFacts:
     ulimits: UlimitFacts
     cgroup2_mounted: bool  # with cgroup v1, a cgroup2 mount means hybrid mode
     catalogue: CatalogueFacts
+    runc_criu_config: bool = False  # /etc/criu/runc.conf exists (see warmctl/criu_config.py)
 
 
 def gather_facts(podman: Podman, home: Path, *,
@@ -131,6 +132,7 @@ def gather_facts(podman: Podman, home: Path, *,
         ulimits=gather_ulimit_facts(environ),
         cgroup2_mounted=any(fs == "cgroup2" for _, fs in parse_mountinfo(mountinfo)),
         catalogue=gather_catalogue_facts(home, mountinfo),
+        runc_criu_config=criu_config.RUNC_DEFAULT.exists(),
     )
 
 
@@ -455,6 +457,20 @@ def check_criu_kernel(facts: HostFacts) -> Check | None:
                  f"CRIU {facts.criu.version} on kernel {facts.kernel}: no known incompatibility")
 
 
+def check_criu_config(facts: HostFacts) -> Check | None:
+    """Whether resume's restores through the archive get CRIU's auto-dedup: not a fault either
+    way, but a second per GiB of memory restored (warmctl/criu_config.py)."""
+    if facts.podman is None or facts.podman.runtime != "runc":
+        return None
+    if facts.runc_criu_config:
+        return Check("criu-config", OK,
+                     f"{criu_config.RUNC_DEFAULT} exists: resume leaves CRIU's configuration to "
+                     "it (no auto-dedup: restores take fresh memory for every page)")
+    return Check("criu-config", OK,
+                 "resume restores with CRIU's auto-dedup (a configuration file per restore, "
+                 f"in {criu_config.DIRECTORY})")
+
+
 def check_catalogue(facts: HostFacts) -> Check:
     cat = facts.catalogue
     if cat.error:
@@ -486,7 +502,7 @@ def check_catalogue(facts: HostFacts) -> Check:
 def run_checks(facts: HostFacts) -> list[Check]:
     """Every check, in the order a reader fixes things."""
     checks = (check_root, check_podman, check_runtime, check_cgroups, check_ulimits, check_criu,
-              check_criu_kernel, check_catalogue)
+              check_criu_kernel, check_criu_config, check_catalogue)
     results = [check(facts) for check in checks]
     return [result for result in results if result is not None]
 

@@ -43,7 +43,8 @@ def test_doctor_says_this_host_can_checkpoint_within_2_seconds(warmctl: Warmctl)
     assert elapsed < 2.0, f"doctor took {elapsed:.2f}s"
     lines = result.stdout.splitlines()
     assert [line.split()[1] for line in lines] == [
-        "root", "podman", "runtime", "cgroups", "ulimits", "criu", "criu-kernel", "catalogue"]
+        "root", "podman", "runtime", "cgroups", "ulimits", "criu", "criu-kernel", "criu-config",
+        "catalogue"]
     assert all(line.split()[0] in ("ok", "warn") for line in lines), result.stdout
     data = warmctl("doctor", "--json").json()
     assert isinstance(data, dict) and data["ok"] is True

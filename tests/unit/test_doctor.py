@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from warmctl import doctor, host, snapshots
+from warmctl import criu_config, doctor, host, snapshots
 from warmctl.catalogue import Catalogue, SnapshotRecord
 from warmctl.cli.main import main
 from warmctl.diagnose import criu_errors, diagnose, ulimits_fix
@@ -528,7 +528,7 @@ def test_catalogue_facts_of_an_existing_catalogue(catalogue: Catalogue) -> None:
 def test_the_provisioned_host_passes_every_check() -> None:
     checks = doctor.run_checks(facts())
     assert [c.name for c in checks] == ["root", "podman", "runtime", "cgroups", "ulimits",
-                                        "criu", "criu-kernel", "catalogue"]
+                                        "criu", "criu-kernel", "criu-config", "catalogue"]
     assert all(c.status == OK and not c.fix for c in checks), checks
     assert doctor.can_checkpoint(checks)
     by_name = {c.name: c for c in checks}
@@ -563,6 +563,18 @@ def test_runtime_can_or_cannot_checkpoint(versions: HostVersions, status: str,
     check = doctor.check_runtime(facts(podman=versions))
     assert check is not None and check.status == status and words in check.detail
     assert (check.fix == "") == (status == OK)
+
+
+def test_criu_config_says_whether_resume_gets_auto_dedup() -> None:
+    check = doctor.check_criu_config(facts())
+    assert check is not None and check.status == OK and "auto-dedup" in check.detail
+    assert "no auto-dedup" not in check.detail
+    kept = doctor.check_criu_config(facts(runc_criu_config=True))
+    assert kept is not None and kept.status == OK
+    assert f"{criu_config.RUNC_DEFAULT} exists" in kept.detail and "no auto-dedup" in kept.detail
+    # Other runtimes never get it, and without podman there is nothing to say.
+    assert doctor.check_criu_config(facts(podman=CRUN_VERSIONS)) is None
+    assert doctor.check_criu_config(facts(podman=None)) is None
 
 
 @pytest.mark.parametrize(("versions", "cgroup2", "status"), [
