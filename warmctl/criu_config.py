@@ -63,9 +63,11 @@ def for_one_restore() -> Iterator[Path | None]:
             path.unlink()
 
 
-def annotated_spec(config_dump: bytes, spec_dump: bytes, config_file: Path) -> bytes:
-    """spec.dump with the annotation naming ``config_file``, or unchanged when the container's
-    runtime is not runc or its spec names a configuration that is not warmctl's."""
+def spec_for_restore(config_dump: bytes, spec_dump: bytes, config_file: Path | None) -> bytes:
+    """spec.dump as podman should create the restored container from it: with the annotation
+    naming ``config_file`` when the runtime is runc, and never with one that names a file of
+    an earlier warmctl restore (a snapshot of a resumed container has one), which would hide
+    /etc/criu/runc.conf. A configuration the container names itself is kept."""
     try:
         config = json.loads(config_dump)
         spec = json.loads(spec_dump)
@@ -73,21 +75,27 @@ def annotated_spec(config_dump: bytes, spec_dump: bytes, config_file: Path) -> b
         return spec_dump  # podman will say what is wrong with it
     if not isinstance(config, dict) or not isinstance(spec, dict):
         return spec_dump
-    if not _runs_on_runc(config):
-        log.debug("criu: runtime %r is not runc: no configuration of warmctl's",
-                  config.get("runtime"))
-        return spec_dump
     annotations = spec.get("annotations")
     if annotations is None:
         annotations = {}
     if not isinstance(annotations, dict):
         return spec_dump
     current = annotations.get(ANNOTATION)
-    if current is not None and not _is_ours(current, config_file.parent):
+    if current is not None and not _is_ours(current):
         log.debug("criu: the container names its own configuration (%s)", current)
         return spec_dump
-    spec["annotations"] = {**annotations, ANNOTATION: str(config_file)}
-    log.debug("criu: restoring with %s (auto-dedup)", config_file)
+    kept = {key: value for key, value in annotations.items() if key != ANNOTATION}
+    if config_file is not None and _runs_on_runc(config):
+        log.debug("criu: restoring with %s (auto-dedup)", config_file)
+        spec["annotations"] = {**kept, ANNOTATION: str(config_file)}
+    elif current is not None:
+        log.debug("criu: dropping %s, named by an earlier restore", current)
+        spec["annotations"] = kept
+    else:
+        if config_file is not None:
+            log.debug("criu: runtime %r is not runc: no configuration of warmctl's",
+                      config.get("runtime"))
+        return spec_dump
     return json.dumps(spec).encode()
 
 
@@ -96,9 +104,9 @@ def _runs_on_runc(config: dict[str, Any]) -> bool:
     return isinstance(runtime, str) and Path(runtime).name == "runc"
 
 
-def _is_ours(value: object, directory: Path) -> bool:
-    """A file warmctl named for an earlier restore (a snapshot of a resumed container)."""
-    return isinstance(value, str) and Path(value).parent == directory
+def _is_ours(value: object) -> bool:
+    """A file warmctl named for a restore."""
+    return isinstance(value, str) and Path(value).parent == DIRECTORY
 
 
 def _write_config(directory: Path) -> Path:

@@ -41,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 
 from warmctl import archive
-from warmctl.criu_config import annotated_spec
+from warmctl.criu_config import spec_for_restore
 from warmctl.errors import IntegrityError
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ class ArchiveFeed:
     ``plain_bytes``: the recorded size of the plain tar, if known. ``config_reads``: how many
     reads get only the configuration tar (0: every read gets the whole archive). ``advance``
     receives the number of bytes fed to an import read. ``criu_config``: a CRIU configuration
-    file for the restore, named in the configuration tar's spec (see criu_config.py).
+    file for the restore, named in the configuration tar's spec (see criu_config.py; without
+    one, that spec loses any file an earlier warmctl restore named).
     """
 
     def __init__(self, source: Path, expected_sha256: str, *, plain_bytes: int | None = None,
@@ -73,8 +74,7 @@ class ArchiveFeed:
         self.reads: list[str] = []  # "config" or "archive", one per read podman made
         self._expected = expected_sha256
         self._plain_bytes = plain_bytes if archive.checks_itself(source) else None
-        edit_spec = (functools.partial(annotated_spec, config_file=criu_config)
-                     if criu_config is not None else None)
+        edit_spec = functools.partial(spec_for_restore, config_file=criu_config)
         self._config_tar = (archive.configuration_tar(source, within=_CONFIG_SEARCH_LIMIT,
                                                       edit_spec=edit_spec)
                             if config_reads else None)
