@@ -20,9 +20,9 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "ready":
         with MemcacheClient(port) as client:
-            items = int(client.stats()["curr_items"])
-        print(f"{items} items")
-        return 0 if items >= int(argv[2]) else 1
+            count = int(client.stats()["curr_items"])
+        print(f"{count} items")
+        return 0 if count >= int(argv[2]) else 1
     if command == "check":
         items = random_items(int(argv[2]), 4096, int(argv[3]))
         with MemcacheClient(port) as client:

@@ -159,7 +159,7 @@ def test_corrupt_archive_is_refused_by_verify_and_resume(
 ) -> None:
     looper = start_looper(containers)
     warmctl("snapshot", looper, "lp", "--leave-running")
-    entry = warmctl("list", "--json").json()[0]  # type: ignore[index]
+    entry = warmctl("list", "--json").json()[0]
     archive = Path(entry["archive"])
     with open(archive, "r+b") as f:
         f.seek(archive.stat().st_size // 2)
@@ -216,7 +216,7 @@ def test_four_concurrent_snapshots_get_distinct_generations(
         assert proc.returncode == 0, err
         outputs.append(out.strip())
     assert sorted(outputs) == ["a@1", "a@2", "b@1", "b@2"]
-    refs = sorted(entry["ref"] for entry in warmctl("list", "--json").json())  # type: ignore[union-attr]
+    refs = sorted(entry["ref"] for entry in warmctl("list", "--json").json())
     assert refs == ["a@1", "a@2", "b@1", "b@2"]
 
 
@@ -227,7 +227,7 @@ def test_rm_removes_rows_and_archives(warmctl: Warmctl, containers: Containers) 
     archives = warmctl.home / "archives"
     assert len(list(archives.iterdir())) == 3
     assert warmctl("rm", "gen@2").stdout.split() == ["gen@2"]
-    assert [e["ref"] for e in warmctl("list", "--json").json()] == ["gen@1", "gen@3"]  # type: ignore[union-attr]
+    assert [e["ref"] for e in warmctl("list", "--json").json()] == ["gen@1", "gen@3"]
     # Generations are never reused: the next one is 4.
     assert warmctl("snapshot", looper, "gen", "--leave-running").stdout.strip() == "gen@4"
     warmctl("rm", "--all-generations", "gen")
@@ -347,7 +347,7 @@ def test_exit_8_catalogue_locked(warmctl: Warmctl, containers: Containers) -> No
         db.close()
     assert result.returncode == 8, result.stderr
     assert containers.state(looper) == "running"  # nothing was changed
-    assert [e["ref"] for e in warmctl("list", "--json").json()] == ["busy@1"]  # type: ignore[union-attr]
+    assert [e["ref"] for e in warmctl("list", "--json").json()] == ["busy@1"]
 
 
 def test_exit_130_interrupted_verify_leaves_no_temporary_file(

@@ -53,7 +53,7 @@ def test_zstd_archive_is_about_podmans_size(
     name, port = start_memcached(containers)
     fill(port, 32, seed=22)
     warmctl("snapshot", name, "sz", "--leave-running")
-    ours = Path(warmctl("list", "--json").json()[0]["archive"])  # type: ignore[index]
+    ours = Path(warmctl("list", "--json").json()[0]["archive"])
     theirs = tmp_path / "podman.tar"
     podman("container", "checkpoint", "--leave-running", "--export", str(theirs), name)
     assert summarize(ours).memory_bytes == pytest.approx(summarize(theirs).memory_bytes, rel=0.05)
@@ -88,7 +88,7 @@ def test_damage_found_at_the_end_stops_podman_before_criu(
     name, port = start_memcached(containers)
     fill(port, 16, seed=23)
     warmctl("snapshot", name, "end", "--leave-running", "--compress", compress)
-    archive = Path(warmctl("show", "end", "--json").json()["archive"])  # type: ignore[index]
+    archive = Path(warmctl("show", "end", "--json").json()["archive"])
     offset = archive.stat().st_size - 2 if where == "checksum" else archive.stat().st_size // 2
     with open(archive, "r+b") as f:
         f.seek(offset)
@@ -104,7 +104,7 @@ def test_damage_found_at_the_end_stops_podman_before_criu(
     # podman failed while unpacking: it never ran CRIU (not restored and then removed)
     assert "unpacking of checkpoint archive" in result.stderr, result.stderr
     assert containers.state(new) is None
-    assert warmctl("list", "--json").json()[0]["ref"] == "end@1"  # type: ignore[index]
+    assert warmctl("list", "--json").json()[0]["ref"] == "end@1"
 
 
 def test_resume_json_reports_criu_restore_statistics(

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.podman
 
 
 def refs(warmctl: Warmctl) -> list[str]:
-    return [e["ref"] for e in warmctl("list", "--json").json()]  # type: ignore[union-attr]
+    return [e["ref"] for e in warmctl("list", "--json").json()]
 
 
 def test_dry_run_and_real_run_select_the_same(warmctl: Warmctl, containers: Containers) -> None:
@@ -32,7 +32,7 @@ def test_dry_run_and_real_run_select_the_same(warmctl: Warmctl, containers: Cont
     assert all(r["reasons"] == ["beyond keep-last 1"] for r in dry["removed"])
     assert refs(warmctl) == ["a@1", "a@2", "a@3", "b@1", "b@2"]  # nothing deleted
 
-    sizes = {e["ref"]: e["size_bytes"] for e in warmctl("list", "--json").json()}  # type: ignore[union-attr]
+    sizes = {e["ref"]: e["size_bytes"] for e in warmctl("list", "--json").json()}
     real = warmctl("prune", "--keep-last", "1", "--json").json()
     assert isinstance(real, dict)
     assert real["removed"] == dry["removed"] and real["kept"] == dry["kept"]
@@ -48,9 +48,9 @@ def test_prune_by_name_and_size(warmctl: Warmctl, containers: Containers) -> Non
     warmctl("prune", "b", "--keep-last", "1")
     assert refs(warmctl) == ["a@1", "a@2", "b@2"]
     entries = warmctl("list", "--json").json()
-    biggest = max(e["size_bytes"] for e in entries)  # type: ignore[union-attr]
+    biggest = max(e["size_bytes"] for e in entries)
     warmctl("prune", "--max-total-size", str(biggest))
-    total = sum(e["size_bytes"] for e in warmctl("list", "--json").json())  # type: ignore[union-attr]
+    total = sum(e["size_bytes"] for e in warmctl("list", "--json").json())
     assert total <= biggest
     assert len(refs(warmctl)) == 1
 
