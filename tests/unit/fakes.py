@@ -13,7 +13,7 @@ from pathlib import Path
 
 import zstandard
 
-from warmctl.errors import CheckpointError, PodmanConflictError, PodmanError
+from warmctl.errors import CheckpointError, HostError, PodmanConflictError, PodmanError
 from warmctl.podman import (
     CheckpointResult,
     CommandResult,
@@ -28,8 +28,15 @@ REAL_ARCHIVE = DATA / "podman-checkpoint-busybox.tar"  # zstd, as podman wrote i
 
 
 def plain_archive_bytes() -> bytes:
-    with REAL_ARCHIVE.open("rb") as f:
-        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
+    return as_plain(REAL_ARCHIVE.read_bytes())
+
+
+def as_plain(data: bytes) -> bytes:
+    """An archive's tar stream, as podman reads it whatever the compression."""
+    if data.startswith(b"\x28\xb5\x2f\xfd"):
+        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data),
+                                                          read_across_frames=True).read()
+    return data
 
 
 def tar_member_names(data: bytes) -> list[str]:
@@ -42,9 +49,13 @@ class FakePodman(Podman):
     containers: dict[str, ContainerInfo] = field(default_factory=dict)
     images: set[str] = field(default_factory=lambda: {"localhost/img"})
     calls: list[str] = field(default_factory=list)
-    fail_checkpoint: str | None = None
+    versions: HostVersions | None = field(default_factory=lambda: HostVersions(
+        "4.3.1", "runc", "runc 1.1.5", "6.18.0", "testhost"))  # None: podman is missing
+    fail_checkpoint: str | CheckpointError | None = None
     fail_restore: str | None = None
     exec_results: list[int] = field(default_factory=list)
+    exec_stdout: str = ""
+    exits_at_once: bool = False  # containers started by run_detached stop at once
     restored_from: list[bytes] = field(default_factory=list)  # what each import read got
     config_reads: int = 2
     # Where containers' storage lives; None: the fake keeps no checkpoint in storage, so
@@ -63,7 +74,9 @@ class FakePodman(Podman):
         return info
 
     def host_versions(self) -> HostVersions:
-        return HostVersions("4.3.1", "runc", "runc 1.1.5", "6.18.0", "testhost")
+        if self.versions is None:
+            raise HostError("podman not found on PATH", hint="install podman")
+        return self.versions
 
     def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
         for info in self.containers.values():
@@ -86,22 +99,24 @@ class FakePodman(Podman):
     def run_detached(self, image: str, *, name: str, publish: Sequence[str] = (),
                      env: Sequence[str] = (), volumes: Sequence[str] = (),
                      extra_args: Sequence[str] = (), command: Sequence[str] = ()) -> str:
-        self.calls.append(f"run {name}")
+        self.calls.append(" ".join(["run", image, *command]))
         if name in self.containers:
             raise PodmanConflictError(f"name {name} in use")
         ports = [f"127.0.0.1:{p.split(':')[-2]}:{p.split(':')[-1]}/tcp" for p in publish]
-        return self.add(name, ports=ports).id
+        return self.add(name, running=not self.exits_at_once, ports=ports).id
 
     def exec(self, container: str, command: Sequence[str], *, timeout: float) -> CommandResult:
         self.calls.append(f"exec {container} {' '.join(command)}")
         code = self.exec_results.pop(0) if self.exec_results else 0
-        return CommandResult(["podman", "exec", container, *command], code, "",
+        return CommandResult(["podman", "exec", container, *command], code, self.exec_stdout,
                              "" if code == 0 else f"exec failed with {code}")
 
     def checkpoint(self, container: str, export_to: Path, *, leave_running: bool = False,
                    compress: str = "zstd", tcp_established: bool = False,
                    file_locks: bool = False) -> CheckpointResult:
         self.calls.append(f"checkpoint {container} compress={compress}")
+        if isinstance(self.fail_checkpoint, CheckpointError):
+            raise self.fail_checkpoint
         if self.fail_checkpoint:
             raise CheckpointError(self.fail_checkpoint, stderr=self.fail_checkpoint)
         if compress == "zstd":
@@ -143,11 +158,11 @@ class FakePodman(Podman):
         ``config_reads`` reads of config.dump, then once more to import it all."""
         self.calls.append(f"restore {name}")
         for _ in range(self.config_reads):
-            if "config.dump" not in tar_member_names(archive.read_bytes()):
+            if "config.dump" not in tar_member_names(as_plain(archive.read_bytes())):
                 raise PodmanError("failed extracting runtime information: no config.dump")
         if name in self.containers:
             raise PodmanConflictError(f"name {name} is already in use")
-        imported = archive.read_bytes()
+        imported = as_plain(archive.read_bytes())
         self.restored_from.append(imported)
         if len(imported) % 512 or imported[-1024:] != bytes(1024):
             raise PodmanError("unpacking of checkpoint archive failed: invalid tar header")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakePodman
 
 from warmctl import criu_config, doctor, host, snapshots
 from warmctl.catalogue import Catalogue, SnapshotRecord
@@ -35,13 +35,10 @@ from warmctl.doctor import (
 from warmctl.errors import CheckpointError, ExitCode, HostError, PodmanError
 from warmctl.output import Output, Progress
 from warmctl.podman import (
-    CheckpointResult,
     CommandResult,
-    ContainerInfo,
     HostVersions,
     Podman,
     PodmanCLI,
-    RestoreResult,
     containers_conf_files,
 )
 from warmctl.refs import Ref
@@ -99,73 +96,11 @@ def facts(**changes: object) -> HostFacts:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-class FakePodman(Podman):
-    """Containers in a dict; checkpoint writes a small file; every call is recorded."""
-
-    def __init__(self, *, versions: HostVersions | None = RUNC_VERSIONS,
-                 images: Sequence[str] = (doctor.PROBE_IMAGE,)) -> None:
-        self.versions = versions
-        self.images = set(images)
-        self.containers: dict[str, ContainerInfo] = {}
-        self.calls: list[str] = []
-        self.checkpoint_error: PodmanError | None = None
-        self.exits_at_once = False
-        self.answers = True
-
-    def host_versions(self) -> HostVersions:
-        if self.versions is None:
-            raise HostError("podman not found on PATH", hint="install podman")
-        return self.versions
-
-    def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
-        self.calls.append(f"inspect {name_or_id}")
-        return self.containers.get(name_or_id)
-
-    def list_containers(self, *, running_only: bool = True) -> list[str]:
-        return list(self.containers)
-
-    def list_images(self) -> list[str]:
-        return sorted(self.images)
-
-    def image_exists(self, image: str) -> bool:
-        return image in self.images
-
-    def _put(self, name: str, state: str, image: str = "") -> None:
-        self.containers[name] = ContainerInfo(id=name, name=name, image_name=image,
-                                              image_id="i", state=state, checkpointed=False)
-
-    def run_detached(self, image: str, *, name: str, publish: Sequence[str] = (),
-                     env: Sequence[str] = (), volumes: Sequence[str] = (),
-                     extra_args: Sequence[str] = (), command: Sequence[str] = ()) -> str:
-        self.calls.append(f"run {image} {' '.join(command)}".strip())
-        self._put(name, "exited" if self.exits_at_once else "running", image)
-        return name
-
-    def exec(self, container: str, command: Sequence[str], *, timeout: float) -> CommandResult:
-        self.calls.append(f"exec {container}")
-        reply = doctor.PROBE_REPLY if self.answers else ""
-        return CommandResult(list(command), 0 if reply else 1, reply, "")
-
-    def checkpoint(self, container: str, export_to: Path, *, leave_running: bool = False,
-                   compress: str = "zstd", tcp_established: bool = False,
-                   file_locks: bool = False) -> CheckpointResult:
-        self.calls.append(f"checkpoint {container}")
-        if self.checkpoint_error is not None:
-            raise self.checkpoint_error
-        export_to.write_bytes(b"x" * 2048)
-        self._put(container, "exited")
-        return CheckpointResult({}, None)
-
-    def restore(self, archive: Path, *, name: str, publish: Sequence[str] = (),
-                tcp_established: bool = False, file_locks: bool = False) -> RestoreResult:
-        self.calls.append(f"restore {name}")
-        assert archive.stat().st_size == 2048
-        self._put(name, "running")
-        return RestoreResult(name, {}, None)
-
-    def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
-        self.calls.append(f"rm {name_or_id}")
-        self.containers.pop(name_or_id, None)
+def probe_host(*, images: set[str] | None = None, exec_stdout: str = doctor.PROBE_REPLY,
+               exits_at_once: bool = False) -> FakePodman:
+    """podman with the probe image, whose probe container answers as it should."""
+    return FakePodman(images={doctor.PROBE_IMAGE} if images is None else images,
+                      exec_stdout=exec_stdout, exits_at_once=exits_at_once)
 
 
 def write_criu(bin_dir: Path, body: str) -> Path:
@@ -371,7 +306,7 @@ def test_preflight_refuses_a_missing_or_broken_criu(monkeypatch: pytest.MonkeyPa
 @pytest.mark.usefixtures("criu_317")
 def test_snapshot_and_resume_stop_before_touching_a_container(catalogue: Catalogue) -> None:
     podman = FakePodman()
-    podman._put("c", "running")
+    podman.add("c")
     with pytest.raises(HostError, match="cannot checkpoint on kernel"):
         snapshots.take_snapshot(catalogue, podman, "c", "c", snapshots.SnapshotOptions(),
                                 Progress())
@@ -682,20 +617,21 @@ def test_warnings_do_not_stop_checkpointing() -> None:
 
 
 def test_probe_checkpoints_and_restores_the_test_image(catalogue: Catalogue) -> None:
-    podman = FakePodman()
+    podman = probe_host()
     check = doctor.probe(podman, lambda: catalogue)
     assert check.status == OK, check
     assert check.detail.startswith(f"{doctor.PROBE_IMAGE}: checkpoint --export, rm, restore "
                                    "--import and an HTTP answer")
-    name = podman.calls[1].split()[-1]
+    name = podman.calls[1].split()[1]  # exec NAME COMMAND...
     assert podman.calls[0] == f"run {doctor.PROBE_IMAGE} {' '.join(doctor.PROBE_COMMAND)}"
-    assert f"checkpoint {name}" in podman.calls and f"restore {name}" in podman.calls
+    assert f"checkpoint {name} compress=zstd" in podman.calls
+    assert f"restore {name}" in podman.calls
     assert podman.containers == {}
     assert list(catalogue.tmp_dir.iterdir()) == []
 
 
 def test_probe_with_a_given_image_runs_its_default_command(catalogue: Catalogue) -> None:
-    podman = FakePodman(images=["localhost/mine"])
+    podman = probe_host(images={"localhost/mine"})
     check = doctor.probe(podman, lambda: catalogue, "localhost/mine")
     assert check.status == OK and podman.calls[0] == "run localhost/mine"
     assert not any(call.startswith("exec") for call in podman.calls)
@@ -703,8 +639,8 @@ def test_probe_with_a_given_image_runs_its_default_command(catalogue: Catalogue)
 
 @pytest.mark.usefixtures("criu_317")
 def test_probe_failure_keeps_criu_log_and_names_the_fix(catalogue: Catalogue) -> None:
-    podman = FakePodman()
-    podman.checkpoint_error = CheckpointError("checkpoint of p failed: exit status 1",
+    podman = probe_host()
+    podman.fail_checkpoint = CheckpointError("checkpoint of p failed: exit status 1",
                                               stderr=PODMAN_317_STDERR,
                                               criu_log=CRIU_317_DUMP_LOG)
     check = doctor.probe(podman, lambda: catalogue)
@@ -716,15 +652,14 @@ def test_probe_failure_keeps_criu_log_and_names_the_fix(catalogue: Catalogue) ->
 
 
 def test_probe_without_an_image_says_which_to_pass(catalogue: Catalogue) -> None:
-    check = doctor.probe(FakePodman(images=[]), lambda: catalogue)
+    check = doctor.probe(probe_host(images=set()), lambda: catalogue)
     assert check.status == FAIL and "--probe-image" in check.fix
-    check = doctor.probe(FakePodman(), lambda: catalogue, "localhost/absent")
+    check = doctor.probe(probe_host(), lambda: catalogue, "localhost/absent")
     assert check.status == FAIL and "not on this host" in check.detail
 
 
 def test_probe_container_that_does_not_stay_up(catalogue: Catalogue) -> None:
-    podman = FakePodman()
-    podman.exits_at_once = True
+    podman = probe_host(exits_at_once=True)
     check = doctor.probe(podman, lambda: catalogue)
     assert check.status == FAIL and "exited right after it started" in check.detail
     assert podman.containers == {}
@@ -734,8 +669,7 @@ def test_probe_container_that_does_not_answer_after_restore(
     catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("warmctl.doctor.time.sleep", lambda _seconds: None)
-    podman = FakePodman()
-    podman.answers = False
+    podman = probe_host(exec_stdout="")
     check = doctor.probe(podman, lambda: catalogue)
     assert check.status == FAIL and "does not answer" in check.detail
 
