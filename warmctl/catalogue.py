@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from warmctl.errors import CatalogueBusyError, IntegrityError, NotFoundError, WarmctlError
+from warmctl.ownership import owner_is_gone
 from warmctl.refs import Ref, format_ref, validate_name
 
 SCHEMA_VERSION = 1
@@ -381,7 +382,7 @@ class Catalogue:
                         path.unlink()
                         removed.append(path)
                 continue
-            if _owner_is_gone(path):
+            if owner_is_gone(path):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                     removed.append(path)
@@ -527,21 +528,6 @@ class Catalogue:
                 freed += snap.archive.stat().st_size
                 snap.archive.unlink()
         return freed
-
-
-def _owner_is_gone(path: Path) -> bool:
-    """True when no process holds the lock on path (its creator died or forgot it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
 
 
 def _fsync_dir(directory: Path) -> None:

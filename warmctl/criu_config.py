@@ -26,6 +26,7 @@ A restore in place never gets it: a failed restore would leave podman's checkpoi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -33,6 +34,8 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from warmctl.ownership import owner_is_gone
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ def for_one_restore() -> Iterator[Path | None]:
         yield None
         return
     try:
-        path = _write_config(DIRECTORY)
+        path, fd = _write_config(DIRECTORY)
     except OSError as err:
         log.debug("criu: no configuration file of warmctl's (%s)", err)
         yield None
@@ -61,6 +64,7 @@ def for_one_restore() -> Iterator[Path | None]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+        os.close(fd)
 
 
 def spec_for_restore(config_dump: bytes, spec_dump: bytes, config_file: Path | None) -> bytes:
@@ -84,18 +88,19 @@ def spec_for_restore(config_dump: bytes, spec_dump: bytes, config_file: Path | N
     if current is not None and not _is_ours(current):
         log.debug("criu: the container names its own configuration (%s)", current)
         return spec_dump
+    if config_file is not None and not _runs_on_runc(config):
+        log.debug("criu: runtime %r is not runc: no configuration of warmctl's",
+                  config.get("runtime"))
+        config_file = None
+    if config_file is None and current is None:
+        return spec_dump
     kept = {key: value for key, value in annotations.items() if key != ANNOTATION}
-    if config_file is not None and _runs_on_runc(config):
-        log.debug("criu: restoring with %s (auto-dedup)", config_file)
-        spec["annotations"] = {**kept, ANNOTATION: str(config_file)}
-    elif current is not None:
+    if config_file is None:
         log.debug("criu: dropping %s, named by an earlier restore", current)
         spec["annotations"] = kept
     else:
-        if config_file is not None:
-            log.debug("criu: runtime %r is not runc: no configuration of warmctl's",
-                      config.get("runtime"))
-        return spec_dump
+        log.debug("criu: restoring with %s (auto-dedup)", config_file)
+        spec["annotations"] = {**kept, ANNOTATION: str(config_file)}
     return json.dumps(spec).encode()
 
 
@@ -109,34 +114,36 @@ def _is_ours(value: object) -> bool:
     return isinstance(value, str) and Path(value).parent == DIRECTORY
 
 
-def _write_config(directory: Path) -> Path:
+def _write_config(directory: Path) -> tuple[Path, int]:
+    """A new 0600 file in ``directory``, and the descriptor that holds its lock
+    (warmctl/ownership.py): a later resume removes the file once that lock is free."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = directory.lstat()
     if info.st_uid != os.geteuid() or info.st_mode & 0o077 or not directory.is_dir():
         raise PermissionError(f"{directory} is not a private directory of this user")
     _remove_stale(directory)
-    path = directory / f"{os.getpid()}-{secrets.token_hex(8)}.conf"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(CONTENT)
-    return path
+    stem = secrets.token_hex(8)
+    creating = directory / f"{stem}.creating"
+    fd = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, CONTENT.encode())
+        # Locked before it gets the name the sweep looks at; the rename keeps the lock.
+        path = directory / f"{stem}.conf"
+        os.rename(creating, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            creating.unlink()
+        raise
+    return path, fd
 
 
 def _remove_stale(directory: Path) -> None:
     """Files left by a warmctl that was killed: the container it was restoring would get
     auto-dedup in its later restores too, in place included."""
     for path in directory.glob("*.conf"):
-        pid = path.name.split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if owner_is_gone(path):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -402,7 +402,9 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, targ
     tar (a podman that reads differently): then it is tried once more, with whole archives.
     """
     for config_reads in (feed.CONFIG_READS, 0):
-        with criu_config.for_one_restore() as config_file, \
+        # Only a configuration read can name CRIU's configuration (see criu_config.py).
+        with (criu_config.for_one_restore() if config_reads
+              else contextlib.nullcontext()) as config_file, \
                 feed.ArchiveFeed(source, snapshot.sha256, plain_bytes=snapshot.plain_bytes,
                                  label=snapshot.ref, config_reads=config_reads,
                                  advance=progress.advance, criu_config=config_file) as fed:

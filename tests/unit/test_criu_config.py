@@ -3,13 +3,11 @@ exactly as long as one restore."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
-import os
 import stat
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from fakes import REAL_ARCHIVE
 from warmctl import archive, criu_config
 from warmctl.criu_config import ANNOTATION, for_one_restore, spec_for_restore
 from warmctl.feed import ArchiveFeed
+from warmctl.ownership import owner_is_gone
 
 RUNC = json.dumps({"runtime": "runc"}).encode()
 SPEC = json.dumps({"ociVersion": "1.0.2", "annotations": {"io.container.manager": "libpod"}})
@@ -104,8 +103,9 @@ def test_the_file_is_private_says_auto_dedup_and_goes_with_the_restore(
         assert path.read_text().splitlines()[-1] == "auto-dedup"
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(private_criu_config.stat().st_mode) == 0o700
-        assert path.name.startswith(f"{os.getpid()}-")
+        assert not owner_is_gone(path)  # locked: no other resume takes it for stale
     assert not path.exists()
+    assert list(private_criu_config.iterdir()) == []
 
 
 def test_each_restore_gets_its_own_file() -> None:
@@ -131,17 +131,19 @@ def test_a_directory_others_can_enter_is_not_used(private_criu_config: Path) -> 
 
 
 def test_files_of_a_killed_warmctl_are_removed(private_criu_config: Path) -> None:
+    """A file whose lock nobody holds was left by a warmctl that died; one still locked is
+    another resume's, in progress."""
     private_criu_config.mkdir(mode=0o700)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    stale = private_criu_config / f"{dead}-0123456789abcdef.conf"
+    stale = private_criu_config / "0123456789abcdef.conf"
     stale.write_text("auto-dedup\n")
-    alive = private_criu_config / f"{os.getppid()}-0123456789abcdef.conf"
+    alive = private_criu_config / "fedcba9876543210.conf"
     alive.write_text("auto-dedup\n")
-    with for_one_restore():
-        pass
-    assert not stale.exists()
-    assert alive.exists()
+    with alive.open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with for_one_restore():
+            pass
+        assert not stale.exists()
+        assert alive.exists()
 
 
 def test_the_configuration_tar_carries_the_edited_spec(private_criu_config: Path) -> None:
