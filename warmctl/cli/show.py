@@ -51,4 +51,9 @@ def command(
         ("archive.rootfs_diff", format_size(summary.rootfs_diff_bytes)),
         ("archive.processes", str(summary.process_count)),
     ]
+    pairs += [(f"volume.{v['name']}", f"{v['destination']}: "
+               + (format_size(v["bytes"]) if v["bytes"] is not None else "no content in archive"))
+              for v in summary.volumes]
+    pairs += [(f"bind_mount.{b['destination']}", f"{b['source']} (host path: not in the archive)")
+              for b in summary.bind_mounts]
     out.fields(pairs)
