@@ -10,6 +10,7 @@ smaller number than the file already holds.
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -92,11 +93,18 @@ def test_resumed_counter_continues_its_file_without_gap_or_repeat(
         leave_running: bool) -> None:
     source, data = containers.name("counter"), volumes("data")
     start_counter(source, data)
+    blob = os.urandom(3 << 20)  # incompressible: the archive's size must show it
+    (mountpoint(data) / "blob").write_bytes(blob)
     warmctl("snapshot", *(["--leave-running"] if leave_running else []), source, "counter")
     shown = warmctl("show", "--json", "counter").json()
     [archived] = shown["archive_contents"]["volumes"]
     assert archived["name"] == data and archived["destination"] == "/data"
-    assert archived["bytes"] > 4096
+    assert archived["bytes"] > len(blob)
+    [listed] = warmctl("list", "--json").json()
+    assert listed["size_bytes"] > len(blob)
+    captured = "frozen" if leave_running else "stopped"
+    shown_lines = [line.split() for line in warmctl("show", "counter").stdout.splitlines()]
+    assert ["volumes.capture", captured] in shown_lines
     # The file as the snapshot took it, then the source and its volume are gone.
     podman("rm", "--force", "--time", "0", source)
     at_snapshot = len(counts(data))
@@ -105,6 +113,7 @@ def test_resumed_counter_continues_its_file_without_gap_or_repeat(
     assert warmctl("resume", "counter").stdout.strip() == source
     numbers = counted_on(data, at_snapshot)
     assert problems(numbers) == []
+    assert (mountpoint(data) / "blob").read_bytes() == blob
 
 
 def test_resume_in_place_refuses_an_existing_volume_until_told_what_to_do(

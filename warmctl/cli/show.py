@@ -42,6 +42,9 @@ def command(
     pairs += [(f"criu.{key}", str(value)) for key, value in snap.criu_stats.items()]
     for key, value in snap.extra.get("warm", {}).items():
         pairs.append((f"warm.{key}", str(value)))
+    for key, value in snap.extra.get("volumes", {}).items():
+        if key in ("capture", "frozen_ms"):  # how the volumes were captured (volumes.py)
+            pairs.append((f"volumes.{key}", str(value)))
     for key, value in snap.extra.get("pulled", {}).items():
         pairs.append((f"pulled.{key}", str(value)))
     pairs += [
