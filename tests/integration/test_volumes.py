@@ -31,7 +31,6 @@ REDIS = ("redis-server --appendonly yes --dir /data --unixsocket /tmp/redis.sock
          "i=$(redis-cli -s /tmp/redis.sock LLEN seq); "
          "while :; do i=$((i+1)); "
          "redis-cli -s /tmp/redis.sock RPUSH seq $i >/dev/null || exit 1; done")
-IMAGES_USED = {**IMAGES, "redis": "localhost/warmctl-test/redis"}
 
 
 @pytest.fixture
@@ -229,7 +228,7 @@ def test_redis_clone_has_every_acknowledged_key_and_loads_its_aof(
     source, data = containers.name("redis"), volumes("redisdata")
     port, clone_port = free_port(), free_port()
     podman("run", "-d", "--name", source, "-v", f"{data}:/data", "-p", f"127.0.0.1:{port}:6379",
-           "--entrypoint", "/bin/sh", IMAGES_USED["redis"], "-c", REDIS)
+           "--entrypoint", "/bin/sh", IMAGES["redis"], "-c", REDIS)
     client = connect_redis(port)
     acknowledged = [f"key{i}" for i in range(500)]
     for key in acknowledged:

@@ -7,15 +7,27 @@ import json
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 from fakes import FakePodman, plain_archive_bytes
 
 from warmctl import archive, volumes
-from warmctl.errors import ConflictError, ExitCode, HostError, IntegrityError, NotFoundError
+from warmctl.catalogue import Catalogue
+from warmctl.errors import (
+    CheckpointError,
+    ConflictError,
+    ExitCode,
+    HostError,
+    IntegrityError,
+    NotFoundError,
+)
 from warmctl.output import Progress
-from warmctl.podman import ContainerInfo, Mount
+from warmctl.podman import CheckpointResult, ContainerInfo, Mount, RestoreResult
+from warmctl.refs import Ref
+from warmctl.snapshots import ResumeOptions, SnapshotOptions, resume_snapshot, take_snapshot
+
+pytestmark = pytest.mark.usefixtures("usable_criu")
 
 # --- the freezer ------------------------------------------------------------------------------
 
@@ -253,3 +265,52 @@ def test_archive_without_volumes_needs_no_plan() -> None:
     made = volumes.plan_for_restore(VolumePodman(), REAL_ARCHIVE, target="other",
                                     source_container="x", mode="new", replacing=None)
     assert made.uses == [] and not made.ignore_volumes
+
+
+# --- through resume -------------------------------------------------------------------------
+
+
+class CloningPodman(VolumePodman):
+    """Checkpoints write an archive with a volume; restores note what podman would see."""
+
+    def __init__(self, tmp_path: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.archive = archive_with_volume(tmp_path / "with-volume.tar")
+        self.restores: list[tuple[bool, list[str], dict[str, str]]] = []
+
+    def checkpoint(self, container: str, export_to: Path, **options: Any) -> CheckpointResult:
+        result = super().checkpoint(container, export_to, **options)
+        export_to.write_bytes(self.archive.read_bytes())
+        return result
+
+    def restore(self, archive_path: Path, *, name: str, ignore_volumes: bool = False,
+                **options: Any) -> RestoreResult:
+        with tarfile.open(fileobj=io.BytesIO(archive_path.read_bytes())) as first_read:
+            config = json.loads(first_read.extractfile("config.dump").read())  # type: ignore[union-attr]
+            spec = json.loads(first_read.extractfile("spec.dump").read())  # type: ignore[union-attr]
+        self.restores.append((ignore_volumes,
+                              [v["volumeName"] for v in config["namedVolumes"]],
+                              {m["destination"]: m["source"] for m in spec["mounts"]}))
+        # The feed answers each open anew: podman's own reads come next.
+        return super().restore(archive_path, name=name, **options)
+
+
+def test_resume_under_another_name_clones_the_volumes(catalogue: Catalogue,
+                                                      tmp_path: Path) -> None:
+    podman = CloningPodman(tmp_path, volumes={"dbdata": b"live"})
+    podman.add("db")
+    take_snapshot(catalogue, podman, "db", "db", SnapshotOptions(compress="none"), Progress())
+    resumed = resume_snapshot(catalogue, podman, Ref("db"), ResumeOptions(name="copy"),
+                              Progress())
+    assert resumed.volumes == [{"snapshot_volume": "dbdata", "volume": "copy-dbdata",
+                                "destination": "/data", "content": "snapshot"}]
+    ignore_volumes, named, mounts = podman.restores[0]
+    assert ignore_volumes and named == ["copy-dbdata"]
+    assert mounts["/data"] == "/vols/copy-dbdata/_data"
+    assert podman.volumes["dbdata"] == b"live"
+    assert podman.volumes["copy-dbdata"]  # filled from volumes/dbdata.tar
+
+    podman.fail_restore = "Error: criu failed"
+    with pytest.raises(CheckpointError):
+        resume_snapshot(catalogue, podman, Ref("db"), ResumeOptions(name="other"), Progress())
+    assert "other-dbdata" not in podman.volumes  # a failed restore leaves no volume behind
