@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -283,16 +284,17 @@ class CloningPodman(VolumePodman):
         export_to.write_bytes(self.archive.read_bytes())
         return result
 
-    def restore(self, archive_path: Path, *, name: str, ignore_volumes: bool = False,
-                **options: Any) -> RestoreResult:
-        with tarfile.open(fileobj=io.BytesIO(archive_path.read_bytes())) as first_read:
+    def restore(self, archive: Path, *, name: str, publish: Sequence[str] = (),
+                tcp_established: bool = False, file_locks: bool = False,
+                ignore_volumes: bool = False) -> RestoreResult:
+        with tarfile.open(fileobj=io.BytesIO(archive.read_bytes())) as first_read:
             config = json.loads(first_read.extractfile("config.dump").read())  # type: ignore[union-attr]
             spec = json.loads(first_read.extractfile("spec.dump").read())  # type: ignore[union-attr]
         self.restores.append((ignore_volumes,
                               [v["volumeName"] for v in config["namedVolumes"]],
                               {m["destination"]: m["source"] for m in spec["mounts"]}))
         # The feed answers each open anew: podman's own reads come next.
-        return super().restore(archive_path, name=name, **options)
+        return super().restore(archive, name=name, publish=publish)
 
 
 def test_resume_under_another_name_clones_the_volumes(catalogue: Catalogue,
