@@ -305,7 +305,7 @@ def plan_for_restore(podman: Podman, source: Path, *, target: str, source_contai
     if mode is None:
         mode = "new" if target != source_container else None
     if mode == "new":
-        return _plan_new(podman, named, target)
+        return _plan_new(podman, named, target, replacing)
     if mode == "shared":
         for volume in named:
             if podman.volume_mountpoint(volume["name"]) is None:
@@ -334,16 +334,25 @@ def plan_for_restore(podman: Podman, source: Path, *, target: str, source_contai
                        for v in named], remove_first=existing)
 
 
-def _plan_new(podman: Podman, named: list[dict[str, str]], target: str) -> VolumePlan:
+def _plan_new(podman: Podman, named: list[dict[str, str]], target: str,
+              replacing: ContainerInfo | None) -> VolumePlan:
     uses = [VolumeUse(v["name"], clone_volume_name(target, v["name"]), v["destination"],
                       "snapshot") for v in named]
+    replaced: list[str] = []
     for use in uses:
-        if podman.volume_mountpoint(use.volume) is not None:
+        if podman.volume_mountpoint(use.volume) is None:
+            continue
+        # An earlier clone's volume, used by nothing but the container --replace removes,
+        # goes with it.
+        users = podman.volume_users(use.volume)
+        if replacing is not None and users and all(replacing.id.startswith(u) for u in users):
+            replaced.append(use.volume)
+        else:
             raise ConflictError(
                 f"volume {use.volume} (for {target}'s copy of {use.archived}) already exists",
                 hint=f"remove it (podman volume rm {use.volume}), choose another --name, or "
                      "--volumes shared")
-    return VolumePlan(uses, create=True, ignore_volumes=True)
+    return VolumePlan(uses, create=True, ignore_volumes=True, remove_first=replaced)
 
 
 def clone_volume_name(container: str, volume: str) -> str:

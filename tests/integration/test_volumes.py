@@ -165,6 +165,11 @@ def test_two_clones_get_volumes_of_their_own_beside_the_running_source(
 
     again = warmctl("resume", "counter", "--name", clones[0], check=False)
     assert again.returncode == 4  # the container name and its volume are taken
+    # --replace replaces the clone and its volume, filled anew from the snapshot.
+    (mountpoint(f"{clones[0]}-{data}") / "marker").write_text("the replaced clone's")
+    warmctl("resume", "counter", "--name", clones[0], "--replace")
+    assert not (mountpoint(f"{clones[0]}-{data}") / "marker").exists()
+    assert problems(counted_on(f"{clones[0]}-{data}", 0)) == []
 
 
 class Redis:

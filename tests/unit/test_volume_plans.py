@@ -316,3 +316,17 @@ def test_resume_under_another_name_clones_the_volumes(catalogue: Catalogue,
     with pytest.raises(CheckpointError):
         resume_snapshot(catalogue, podman, Ref("db"), ResumeOptions(name="other"), Progress())
     assert "other-dbdata" not in podman.volumes  # a failed restore leaves no volume behind
+
+
+def test_replacing_an_earlier_clone_replaces_its_volume_too(tmp_path: Path) -> None:
+    source = archive_with_volume(tmp_path / "a.tar")
+    podman = VolumePodman(volumes={"clone-dbdata": b"old"},
+                          users={"clone-dbdata": ["clone999full"]})
+    earlier = ContainerInfo("clone999full", "clone", "img", "iid", "running", False)
+    made = plan(podman, source, "clone", replacing=earlier)
+    assert made.remove_first == ["clone-dbdata"]
+    volumes.prepare(podman, made, source, Progress())
+    assert podman.volumes["clone-dbdata"] != b"old"
+    podman.users["clone-dbdata"] = ["clone999full", "someone-else"]
+    with pytest.raises(ConflictError):
+        plan(podman, source, "clone", replacing=earlier)
