@@ -120,6 +120,8 @@ def take_snapshot(
     with contextlib.ExitStack() as stack:
         archive_file = stack.enter_context(catalogue.new_temp_file())
         # Named volumes are tarred at the memory's instant (volumes.py): frozen meanwhile.
+        # Keep this inside any lock that serializes checkpoints of the container: a freeze
+        # must not wait for another checkpoint to finish.
         with volumes.captured_at_one_instant(info, leave_running=options.leave_running,
                                              progress=progress) as capture:
             result, digest, plain_bytes, interrupted = _checkpoint_into(
