@@ -318,8 +318,8 @@ def plan_for_restore(podman: Podman, source: Path, *, target: str, source_contai
     if mode is None and existing:
         listed = ", ".join(existing)
         raise ConflictError(
-            f"the snapshot's volume {listed} already exists (its source container is "
-            f"gone or replaced): choose what {target} mounts",
+            f"the snapshot's volume {listed} already exists, and {target} would mount it "
+            "(its source container is gone or replaced)",
             hint="choose one: --volumes snapshot replaces its content with the snapshot's; "
                  "--volumes shared keeps the current volume as it is; --name NEW makes a "
                  "clone with volumes of its own")
