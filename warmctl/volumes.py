@@ -24,6 +24,8 @@ import contextlib
 import json
 import logging
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -118,6 +120,26 @@ class Freezer:
             self._frozen_at = None
             log.debug("volumes: container thawed after %.3f s", self.frozen_seconds)
 
+    @contextlib.contextmanager
+    def guarded(self) -> Iterator[None]:
+        """While open, a small process of its own session waits on a pipe from this one, and
+        thaws the cgroup if this process dies first (kill -9, SIGTERM): a container must
+        never be left frozen by a warmctl that is gone. Closed after the thaw, it exits."""
+        thawed = "THAWED" if self.version == 1 else "0"
+        guard = subprocess.Popen(  # noqa: S603 - this Python, a fixed script, no shell
+            [sys.executable, "-c", _GUARD_SCRIPT, str(self.control), thawed],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, text=True)
+        try:
+            yield
+        finally:
+            self.thaw()
+            assert guard.stdin is not None
+            with contextlib.suppress(OSError):
+                guard.stdin.write("thawed")
+                guard.stdin.close()
+            guard.wait()
+
     def _write(self, value: str) -> None:
         try:
             self.control.write_text(value)
@@ -129,6 +151,15 @@ class Freezer:
             return self.control.read_text().strip() == "FROZEN"
         events = (self.control.parent / "cgroup.events").read_text().split()
         return "frozen" in events and events[events.index("frozen") + 1] == "1"
+
+
+# The guard: reads its stdin to the end; unless warmctl said it thawed, it thaws.
+_GUARD_SCRIPT = """
+import sys
+if sys.stdin.read() != "thawed":
+    with open(sys.argv[1], "w") as control:
+        control.write(sys.argv[2])
+"""
 
 
 class _ThawWhenExportStarts(Progress):
@@ -211,16 +242,17 @@ def captured_at_one_instant(info: ContainerInfo, *, leave_running: bool,
         yield capture
         return
     freezer = Freezer.of_process(info.pid)
-    progress.phase("freezing the container (its volumes are exported at this instant)")
-    freezer.freeze()
-    watcher = _ThawWhenExportStarts(progress, freezer)
-    capture.progress = watcher
-    try:
-        yield capture
-    finally:
-        watcher.stop()
-        freezer.thaw()  # at the latest when podman is done (a failure included)
-        capture.frozen_seconds = freezer.frozen_seconds
+    with freezer.guarded():
+        progress.phase("freezing the container (its volumes are exported at this instant)")
+        freezer.freeze()
+        watcher = _ThawWhenExportStarts(progress, freezer)
+        capture.progress = watcher
+        try:
+            yield capture
+        finally:
+            watcher.stop()
+            freezer.thaw()  # at the latest when podman is done (a failure included)
+            capture.frozen_seconds = freezer.frozen_seconds
 
 
 def bind_mount_warnings(extra: dict[str, Any]) -> list[str]:

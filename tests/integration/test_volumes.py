@@ -294,3 +294,29 @@ def test_show_and_snapshot_name_bind_mounts_as_not_in_the_archive(
     contents = warmctl("show", "--json", "bound").json()["archive_contents"]
     assert contents["bind_mounts"] == [{"source": str(host_dir), "destination": "/shared"}]
     assert contents["volumes"] == []
+
+
+def freezer_state(container: str) -> str:
+    pid = podman("container", "inspect", "--format", "{{.State.Pid}}", container).stdout.strip()
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "freezer" in controllers.split(","):
+            return (Path("/sys/fs/cgroup/freezer") / path.lstrip("/") / "freezer.state") \
+                .read_text().strip()
+    raise AssertionError("no cgroup v1 freezer on this host")
+
+
+def test_a_killed_snapshot_never_leaves_the_container_frozen(
+        warmctl: Warmctl, containers: Containers, volumes: Callable[[str], str]) -> None:
+    source, data = containers.name("counter"), volumes("data")
+    start_counter(source, data)
+    (mountpoint(data) / "ballast").write_bytes(os.urandom(256 << 20))  # a longer freeze
+    snapshot = warmctl.popen("snapshot", "--leave-running", source, "counter")
+    try:
+        wait_for("the freeze", lambda: freezer_state(source) == "FROZEN", timeout=120)
+    finally:
+        snapshot.kill()  # as kill -9: no finally runs in warmctl
+        snapshot.communicate()
+    wait_for("the guard to thaw the container", lambda: freezer_state(source) == "THAWED")
+    counted = len(counts(data))
+    wait_for("the counter to go on", lambda: len(counts(data)) > counted + 1000)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -330,3 +332,25 @@ def test_replacing_an_earlier_clone_replaces_its_volume_too(tmp_path: Path) -> N
     podman.users["clone-dbdata"] = ["clone999full", "someone-else"]
     with pytest.raises(ConflictError):
         plan(podman, source, "clone", replacing=earlier)
+
+
+def test_the_guard_thaws_when_warmctl_is_gone(tmp_path: Path) -> None:
+    state = tmp_path / "freezer.state"
+    state.write_text("FROZEN")
+    subprocess.run([sys.executable, "-c", volumes._GUARD_SCRIPT, str(state), "THAWED"],
+                   input="", text=True, check=True, timeout=30)  # the pipe closed unannounced
+    assert state.read_text() == "THAWED"
+    state.write_text("FROZEN")
+    subprocess.run([sys.executable, "-c", volumes._GUARD_SCRIPT, str(state), "THAWED"],
+                   input="thawed", text=True, check=True, timeout=30)
+    assert state.read_text() == "FROZEN"  # warmctl thawed (and then someone else froze it)
+
+
+def test_guarded_freeze_ends_thawed(tmp_path: Path) -> None:
+    state = tmp_path / "freezer.state"
+    state.write_text("THAWED")
+    freezer = volumes.Freezer(state, 1)
+    with freezer.guarded():
+        freezer.freeze()
+        assert state.read_text() == "FROZEN"
+    assert state.read_text() == "THAWED"
