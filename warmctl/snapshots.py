@@ -253,6 +253,10 @@ class ResumeOptions:
     strict: bool = False  # refuse a snapshot from a host that differs (hostcompat)
     volumes: str | None = None  # volumes.MODES; None: a clone's own, else the snapshot's
 
+    def __post_init__(self) -> None:
+        if self.volumes is not None and self.volumes not in volumes.MODES:
+            raise UsageError(f"--volumes must be one of {', '.join(volumes.MODES)}")
+
 
 @dataclass(frozen=True)
 class Resumed:

@@ -24,6 +24,7 @@ from warmctl.errors import (
     HostError,
     IntegrityError,
     NotFoundError,
+    UsageError,
 )
 from warmctl.output import Progress
 from warmctl.podman import CheckpointResult, ContainerInfo, Mount, RestoreResult
@@ -354,3 +355,8 @@ def test_guarded_freeze_ends_thawed(tmp_path: Path) -> None:
         freezer.freeze()
         assert state.read_text() == "FROZEN"
     assert state.read_text() == "THAWED"
+
+
+def test_an_unknown_volumes_mode_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="--volumes must be one of new, shared, snapshot"):
+        ResumeOptions(volumes="bogus")
