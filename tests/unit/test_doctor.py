@@ -162,7 +162,7 @@ RLIMIT_RUNC = ("Error: OCI runtime error: runc: runc create failed: unable to st
     ("", "Error (criu/mount-v2.c:903): mnt-v2: Failed to make mount 526 slave: Operation not "
          "permitted", "install CRIU >= 4.1.1"),
     ("", "Error (criu/sk-inet.c:199): inet: Connected TCP socket, consider using "
-         "--tcp-established option.", "retry with --tcp-established"),
+         "--tcp-established option.", "--no-tcp-established refuses them"),
     (RLIMIT_CRUN, "", 'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]'),
     (RLIMIT_RUNC, "", "containers.conf.d/50-ulimits.conf"),
     ("Error: OCI runtime error: crun: cgroups in hybrid mode not supported, drop all "
