@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from warmctl import criu_config
+from warmctl import criu_config, host
 from warmctl.criu_config import (
     ANNOTATION,
     checkpoint_options,
@@ -94,7 +94,7 @@ def test_the_wrapper_hands_criu_the_file_and_both_go_with_the_command(
     fake_criu = tmp_path / "criu"
     fake_criu.write_text('#!/bin/sh\necho "$CRIU_CONFIG_FILE $*"\ncat "$CRIU_CONFIG_FILE"\n')
     fake_criu.chmod(0o755)
-    monkeypatch.setattr(criu_config.host, "criu_path", lambda: str(fake_criu))
+    monkeypatch.setattr(host, "criu_path", lambda: str(fake_criu))
     with for_one_command(["auto-dedup", "tcp-close"]) as bin_dir:
         assert bin_dir is not None and bin_dir.parent == private_criu_config
         ran = subprocess.run([bin_dir / "criu", "swrk", "3"], capture_output=True, text=True,

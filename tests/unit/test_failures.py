@@ -13,6 +13,7 @@ from warmctl import snapshots
 from warmctl.catalogue import Catalogue
 from warmctl.diagnose import criu_errors, device_name, diagnose, shorten_runtime_command
 from warmctl.errors import CheckpointError
+from warmctl.output import Progress
 from warmctl.podman import CommandResult, PodmanCLI
 
 RLIMIT = ("(00.294628) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: "
@@ -106,7 +107,7 @@ def test_the_error_names_crius_fatal_error_and_keeps_the_log(
         criu_log=log)
     with pytest.raises(CheckpointError) as caught:
         snapshots.take_snapshot(catalogue, fake_podman, "kvm", "kvm", snapshots.SnapshotOptions(),
-                                snapshots.Progress())
+                                Progress())
     message = caught.value.message
     assert "CRIU: Can't dump file 3 of that type [20600] (chr 10:232)" in message
     assert "rlimit" not in message and "--image-path" not in message
