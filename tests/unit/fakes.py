@@ -71,6 +71,7 @@ class FakePodman(Podman):
     exits_at_once: bool = False  # containers started by run_detached stop at once
     restored_from: list[bytes] = field(default_factory=list)  # what each import read got
     config_reads: int = 2
+    exports: bytes | None = None  # what checkpoint writes instead of a real archive
     # Where containers' storage lives; None: the fake keeps no checkpoint in storage, so
     # resume never restores in place.
     storage: Path | None = None
@@ -133,7 +134,9 @@ class FakePodman(Podman):
             raise self.fail_checkpoint
         if self.fail_checkpoint:
             raise CheckpointError(self.fail_checkpoint, stderr=self.fail_checkpoint)
-        if compress == "zstd":
+        if self.exports is not None:
+            export_to.write_bytes(self.exports)
+        elif compress == "zstd":
             shutil.copyfile(REAL_ARCHIVE, export_to)
         else:
             assert compress == "none", "the fake writes zstd or plain archives"

@@ -4,17 +4,22 @@ serving containers (devices, connections, processes of other users)."""
 
 from __future__ import annotations
 
+import io
+import tarfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from fakes import FakePodman
+from fakes import FakePodman, plain_archive_bytes
 
-from warmctl import snapshots
+from warmctl import archive, container_lock, snapshots
 from warmctl.catalogue import Catalogue
 from warmctl.diagnose import criu_errors, device_name, diagnose, shorten_runtime_command
-from warmctl.errors import CheckpointError
+from warmctl.errors import CheckpointError, IntegrityError
 from warmctl.output import Progress
 from warmctl.podman import CommandResult, PodmanCLI
+from warmctl.refs import Ref
 
 RLIMIT = ("(00.294628) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: "
           "Operation not permitted")
@@ -115,3 +120,99 @@ def test_the_error_names_crius_fatal_error_and_keeps_the_log(
     assert kept is not None and kept.parent == catalogue.logs_dir and f"log: {kept}" in message
     assert caught.value.hint is not None and "close it" in caught.value.hint
     assert len(message) < 300
+
+
+def _without(members: set[str]) -> bytes:
+    """The real archive's plain tar without ``members``, as podman exported it when two
+    checkpoints of one container overlapped."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(plain_archive_bytes())) as source, \
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for member in source:
+            if member.name not in members:
+                tar.addfile(member, source.extractfile(member) if member.isreg() else None)
+    return out.getvalue()
+
+
+def test_the_quick_check_passes_a_whole_checkpoint_and_names_what_is_missing(
+    tmp_path: Path
+) -> None:
+    whole = tmp_path / "whole.tar"
+    whole.write_bytes(plain_archive_bytes())
+    archive.verify_checkpoint_quickly(whole)
+    partial = tmp_path / "partial.tar"
+    partial.write_bytes(_without({"config.dump", "spec.dump"}))
+    with pytest.raises(IntegrityError, match=r"no config\.dump, spec\.dump"):
+        archive.verify_checkpoint_quickly(partial)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(plain_archive_bytes()[:-1024])
+    with pytest.raises(IntegrityError):
+        archive.verify_checkpoint_quickly(cut)
+
+
+@pytest.mark.parametrize("leave_running", [True, False])
+def test_an_incomplete_checkpoint_is_never_recorded(
+    catalogue: Catalogue, fake_podman: FakePodman, usable_criu: None, leave_running: bool
+) -> None:
+    fake_podman.add("mc")
+    fake_podman.exports = _without({"config.dump", "spec.dump"})
+    with pytest.raises(CheckpointError) as caught:
+        snapshots.take_snapshot(catalogue, fake_podman, "mc", "mc",
+                                snapshots.SnapshotOptions(leave_running=leave_running),
+                                Progress())
+    assert caught.value.exit_code == 7
+    assert "not complete, so it was not recorded" in caught.value.message
+    assert "no config.dump, spec.dump" in caught.value.message
+    assert catalogue.list_snapshots() == []
+    # A checkpoint that stopped its container keeps what podman wrote, as for any failure.
+    assert ("rescued" in caught.value.message) == (not leave_running)
+
+
+def test_snapshot_and_resume_tell_criu_their_options(
+    catalogue: Catalogue, fake_podman: FakePodman, usable_criu: None
+) -> None:
+    fake_podman.add("mc")
+    snapshots.take_snapshot(catalogue, fake_podman, "mc", "mc",
+                            snapshots.SnapshotOptions(leave_running=True), Progress())
+    snapshots.take_snapshot(catalogue, fake_podman, "mc", "strict", snapshots.SnapshotOptions(
+        leave_running=True, tcp_established=False), Progress())
+    snapshots.resume_snapshot(catalogue, fake_podman, Ref("mc", None),
+                              snapshots.ResumeOptions(name="clone"), Progress())
+    snapshots.resume_snapshot(catalogue, fake_podman, Ref("mc", None), snapshots.ResumeOptions(
+        name="kept", tcp_established=True), Progress())
+    assert fake_podman.criu_configs == [
+        ["skip-in-flight"], [], ["auto-dedup", "tcp-close"], ["auto-dedup"]]
+
+
+def test_snapshots_of_one_container_wait_for_each_other(
+    catalogue: Catalogue, fake_podman: FakePodman, usable_criu: None,
+    private_container_locks: Path
+) -> None:
+    info = fake_podman.add("mc")
+    phases: list[str] = []
+
+    class Recorder(Progress):
+        def phase(self, text: str) -> None:
+            phases.append(text)
+
+    with container_lock.checkpointing(info.id, waiting=lambda: None):
+        done = threading.Event()
+
+        def snapshot() -> None:
+            # SQLite connections belong to their thread: the worker opens its own.
+            with Catalogue(catalogue.home, lock_timeout=0.5).open() as own:
+                snapshots.take_snapshot(own, fake_podman, "mc", "mc",
+                                        snapshots.SnapshotOptions(leave_running=True),
+                                        Recorder())
+            done.set()
+
+        worker = threading.Thread(target=snapshot)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while "waiting for another snapshot of mc to finish" not in phases:
+            assert time.monotonic() < deadline, phases
+            time.sleep(0.01)
+        assert not done.is_set() and not any(c.startswith("checkpoint") for c in fake_podman.calls)
+    worker.join(timeout=10)
+    assert done.is_set() and [s.ref for s in catalogue.list_snapshots()] == ["mc@1"]
+    assert (private_container_locks / f"{info.id}.lock").exists()
