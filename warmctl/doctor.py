@@ -482,7 +482,7 @@ def check_capabilities(facts: HostFacts) -> Check | None:
     needs CAP_SYS_RESOURCE (HOST-NOTES: root in the project's VMs lacks it)."""
     if facts.cap_sys_resource is None or facts.cap_sys_resource:
         return None
-    return Check("capabilities", WARN,
+    return Check("capability", WARN,
                  "no CAP_SYS_RESOURCE: only containers whose processes all run as root can be "
                  "checkpointed (CRIU cannot read another user's limits: Can't get rlimit)",
                  "run the container's processes as root (podman run --user root), or warmctl "
