@@ -190,6 +190,8 @@ def _checkpoint_into(
                     file_locks=options.file_locks, criu_bin=criu_bin,
                 )
         except CheckpointError as err:
+            # podman's short id, as `podman ps` shows it: the whole one is 64 characters.
+            err.message = err.message.replace(container_id, container_id[:12])
             raise keep_criu_log(catalogue, err, f"{name}-dump") from err
 
     ours = options.compress == "zstd"
