@@ -5,9 +5,9 @@ What warmctl tells CRIU (podman 4.3 has no flag for any of it):
   not yet (it sits in the listening socket's queue) made CRIU refuse the dump. Any connection
   arriving while CRIU has the container frozen is one, so under a steady stream of new clients
   most dumps failed (measured: 14 of 20 with one client reconnecting in a loop; with this
-  option none of 10 by hand, of 3 at 1 GiB under bench/under_load.py's clients (where podman's
-  own checkpoint failed 3 of 3), nor any in the tests). Skipped connections stay with the source when it
-  keeps running; the snapshot simply does not hold them.
+  option none of 10 by hand, of 3 at 1 GiB under bench/under_load.py's clients (where
+  podman's own checkpoint failed 3 of 3), nor any in the tests). Skipped connections stay
+  with the source when it keeps running; the snapshot simply does not hold them.
 - at resume, ``tcp-close`` (unless ``--tcp-established``): the snapshot's established
   connections are restored closed, so any number of clones come up under new names and
   addresses (without it CRIU refuses: "Connected TCP socket in image").
