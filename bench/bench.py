@@ -5,6 +5,7 @@ Run as root on a host prepared by scripts/provision-host:
     .venv/bin/python bench/bench.py [--sizes 256,1024] [--repeat 3] [--out bench/results]
                                     [--publish-chart] [--no-micro | --micro-only]
                                     [--volumes | --volumes-only] [--volumes-mib 1024,1024]
+                                    [--no-under-load | --under-load-only]
 
 Prints a table (medians, ratios to podman's defaults) and the targets with PASS/FAIL; writes
 OUT/results.json (every raw figure and the machine's facts) and OUT/chart.png. Exit status: 0
@@ -41,6 +42,7 @@ from report import (
     summarize,
 )
 from samples import MicroSample
+from under_load import LoadSample, as_records, format_under_load, run_under_load
 from volumes import VolumeBenchmark, format_volumes, summarize_volumes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,7 +73,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--volumes-mib", default="1024,1024",
                         help="the volume section's memcached data and volume data, MiB "
                              "(default: 1024,1024)")
+    loaded = parser.add_mutually_exclusive_group()
+    loaded.add_argument("--no-under-load", action="store_true",
+                        help="skip the snapshot-under-load rows")
+    loaded.add_argument("--under-load-only", action="store_true",
+                        help="only snapshot under load, at the largest size: clients' errors "
+                             "and latency during warmctl's and podman's --leave-running "
+                             "checkpoints")
     args = parser.parse_args(argv)
+    if args.micro_only and args.under_load_only:
+        parser.error("--micro-only and --under-load-only exclude each other")
     try:
         args.volumes_mib = [int(s) for s in args.volumes_mib.split(",")]
     except ValueError:
@@ -142,15 +153,20 @@ def machine_facts() -> dict[str, Any]:
 
 # --- the run ------------------------------------------------------------------------------------
 
-def run_containers(sizes: list[int], repeat: int, workdir: Path,
-                   done: list[SizeBenchmark]) -> None:
-    """Measure every size; done gets each size as it starts, so a failure keeps what was had."""
+def run_containers(args: argparse.Namespace, workdir: Path, done: list[SizeBenchmark],
+                   loaded: list[LoadSample]) -> None:
+    """Measure every size, then (unless told otherwise) snapshot under load at the largest;
+    done and loaded get what was measured as it is, so a failure keeps what was had."""
     podman = Podman()
     warmctl = Warmctl(workdir / "home")
     try:
-        for size in sizes:
-            done.append(SizeBenchmark(size, workdir, podman, warmctl))
-            done[-1].run(repeat, log)
+        if not args.under_load_only:
+            for size in args.sizes:
+                done.append(SizeBenchmark(size, workdir, podman, warmctl))
+                done[-1].run(args.repeat, log)
+        if not args.no_under_load:
+            loaded += run_under_load(max(args.sizes), args.repeat, workdir, podman, warmctl,
+                                     log)
     finally:
         podman.cleanup()
 
@@ -169,12 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts()
     workdir = Path(tempfile.mkdtemp(prefix="warmctl-bench-", dir=SCRATCH))
     benches: list[SizeBenchmark] = []
+    loaded: list[LoadSample] = []
     micro: list[MicroSample] = []
     volume_bench: VolumeBenchmark | None = None
     error: str | None = None
     try:
         if not (args.micro_only or args.volumes_only):
-            run_containers(args.sizes, args.repeat, workdir, benches)
+            run_containers(args, workdir, benches, loaded)
         if args.volumes or args.volumes_only:
             podman = Podman()
             memory_mib, volume_mib = args.volumes_mib
@@ -184,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 volume_bench.run(args.repeat, log)
             finally:
                 podman.cleanup()
-        if not (args.no_micro or args.volumes_only):
+        if not (args.no_micro or args.volumes_only or args.under_load_only):
             log("CLI latency: list --json, --version, completion")
             micro = run_micro(workdir)
     except (CommandFailed, RuntimeError, TimeoutError, OSError) as exc:
@@ -196,13 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     facts["load_average_at_end"] = os.getloadavg()
-    status = report(args, facts, started, benches, micro, error, volume_bench)
+    status = report(args, facts, started, benches, micro, error, loaded, volume_bench)
     return 1 if error else status
 
 
 def report(args: argparse.Namespace, facts: dict[str, Any], started: datetime,
            benches: list[SizeBenchmark], micro: list[MicroSample], error: str | None,
-           volume_bench: VolumeBenchmark | None = None) -> int:
+           loaded: list[LoadSample], volume_bench: VolumeBenchmark | None = None) -> int:
     snapshots = [s for b in benches for s in b.snapshots]
     resumes = [r for b in benches for r in b.resumes]
     rows = summarize(snapshots, resumes)
@@ -216,6 +233,8 @@ def report(args: argparse.Namespace, facts: dict[str, Any], started: datetime,
     volume_rows = summarize_volumes(volume_bench.samples) if volume_bench else []
     if volume_bench and volume_rows:
         print(format_volumes(volume_rows, volume_bench.size_mib, volume_bench.volume_mib))
+    if loaded:
+        print(format_under_load(loaded))
         print()
     for target in targets:
         print(target.text)
@@ -236,6 +255,7 @@ def report(args: argparse.Namespace, facts: dict[str, Any], started: datetime,
         "volumes": {"memory_mib": volume_bench.size_mib, "volume_mib": volume_bench.volume_mib,
                     "samples": [vars(s) for s in volume_bench.samples],
                     "summary": volume_rows} if volume_bench else None,
+        "under_load": as_records(loaded),
         **as_json(rows, targets),
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

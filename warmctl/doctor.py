@@ -110,6 +110,7 @@ class HostFacts:
     cgroup2_mounted: bool  # with cgroup v1, a cgroup2 mount means hybrid mode
     catalogue: CatalogueFacts
     runc_criu_config: bool = False  # /etc/criu/runc.conf exists (see warmctl/criu_config.py)
+    cap_sys_resource: bool | None = True  # None: unknown
 
 
 def gather_facts(podman: Podman, home: Path, *,
@@ -133,6 +134,7 @@ def gather_facts(podman: Podman, home: Path, *,
         cgroup2_mounted=any(fs == "cgroup2" for _, fs in parse_mountinfo(mountinfo)),
         catalogue=gather_catalogue_facts(home, mountinfo),
         runc_criu_config=criu_config.RUNC_DEFAULT.exists(),
+        cap_sys_resource=host.has_cap_sys_resource(),
     )
 
 
@@ -458,17 +460,33 @@ def check_criu_kernel(facts: HostFacts) -> Check | None:
 
 
 def check_criu_config(facts: HostFacts) -> Check | None:
-    """Whether resume's restores through the archive get CRIU's auto-dedup: not a fault either
-    way, but a second per GiB of memory restored (warmctl/criu_config.py)."""
-    if facts.podman is None or facts.podman.runtime != "runc":
+    """How warmctl's CRIU options reach CRIU here (warmctl/criu_config.py): skip-in-flight at
+    snapshot, tcp-close (unless --tcp-established) and auto-dedup at resume."""
+    if facts.podman is None:
         return None
-    if facts.runc_criu_config:
-        return Check("criu-config", OK,
-                     f"{criu_config.RUNC_DEFAULT} exists: resume leaves CRIU's configuration to "
-                     "it (no auto-dedup: restores take fresh memory for every page)")
-    return Check("criu-config", OK,
-                 "resume restores with CRIU's auto-dedup (a configuration file per restore, "
-                 f"in {criu_config.DIRECTORY})")
+    what = ("snapshot skips connections not yet accepted (skip-in-flight); resume closes "
+            "restored connections unless --tcp-established (tcp-close) and restores with "
+            "auto-dedup")
+    host_file = (f"; {criu_config.RUNC_DEFAULT} is read as well"
+                 if facts.runc_criu_config else "")
+    if facts.podman.runtime != "runc":
+        return Check("criu-config", WARN,
+                     f"{what}, through the criu that runc runs: with {facts.podman.runtime} "
+                     "they may not reach CRIU, and snapshots of serving containers can fail",
+                     USE_RUNC)
+    return Check("criu-config", OK, f"{what}: {criu_config.HOW}{host_file}")
+
+
+def check_capabilities(facts: HostFacts) -> Check | None:
+    """CRIU reads each process's rlimits with prlimit(), which for a process of another user
+    needs CAP_SYS_RESOURCE (HOST-NOTES: root in the project's VMs lacks it)."""
+    if facts.cap_sys_resource is None or facts.cap_sys_resource:
+        return None
+    return Check("capability", WARN,
+                 "no CAP_SYS_RESOURCE: only containers whose processes all run as root can be "
+                 "checkpointed (CRIU cannot read another user's limits: Can't get rlimit)",
+                 "run the container's processes as root (podman run --user root), or warmctl "
+                 "where root has CAP_SYS_RESOURCE (outside a restricted VM or container)")
 
 
 def check_catalogue(facts: HostFacts) -> Check:
@@ -502,7 +520,7 @@ def check_catalogue(facts: HostFacts) -> Check:
 def run_checks(facts: HostFacts) -> list[Check]:
     """Every check, in the order a reader fixes things."""
     checks = (check_root, check_podman, check_runtime, check_cgroups, check_ulimits, check_criu,
-              check_criu_kernel, check_criu_config, check_catalogue)
+              check_criu_kernel, check_criu_config, check_capabilities, check_catalogue)
     results = [check(facts) for check in checks]
     return [result for result in results if result is not None]
 

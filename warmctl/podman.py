@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from warmctl.diagnose import diagnose, shorten_runtime_command, without_warnings
 from warmctl.errors import (
     CheckpointError,
     HostError,
@@ -201,8 +202,11 @@ class Podman(ABC):
         return None
 
     def restore_in_place(self, container: str, *, tcp_established: bool = False,
-                         file_locks: bool = False) -> RestoreResult:
-        """Restore a checkpointed, stopped container from the checkpoint in its own storage."""
+                         file_locks: bool = False, criu_bin: Path | None = None) -> RestoreResult:
+        """Restore a checkpointed, stopped container from the checkpoint in its own storage.
+
+        ``criu_bin``, here and in checkpoint() and restore(): a directory put first on
+        podman's PATH, whose ``criu`` hands CRIU warmctl's configuration (criu_config.py)."""
         raise PodmanError("this podman adapter cannot restore in place")
 
     # --- named volumes (warmctl/volumes.py) ---
@@ -273,6 +277,7 @@ class Podman(ABC):
         compress: str = "zstd",
         tcp_established: bool = False,
         file_locks: bool = False,
+        criu_bin: Path | None = None,
     ) -> CheckpointResult: ...
 
     @abstractmethod
@@ -285,6 +290,7 @@ class Podman(ABC):
         tcp_established: bool = False,
         file_locks: bool = False,
         ignore_volumes: bool = False,
+        criu_bin: Path | None = None,
     ) -> RestoreResult:
         """``ignore_volumes``: the container mounts the volumes its configuration names as
         they are, without creating them or restoring the archive's content into them."""
@@ -318,9 +324,9 @@ class PodmanCLI(Podman):
         self._env = podman_environment()
 
     def _run(self, *args: str, timeout: float | None = None,
-             forever: bool = False) -> CommandResult:
+             forever: bool = False, criu_bin: Path | None = None) -> CommandResult:
         """podman with ``args``: within ``timeout`` (default: the query timeout), or with no
-        time limit at all (``forever``)."""
+        time limit at all (``forever``); ``criu_bin`` first on its PATH."""
         if shutil.which(self.program, path=self._env["PATH"]) is None:
             raise HostError(
                 f"{self.program} not found on PATH",
@@ -329,7 +335,12 @@ class PodmanCLI(Podman):
         # Every podman call gets a session of its own: a Ctrl-C at the terminal reaches
         # warmctl alone, which decides what to stop (never a checkpoint or restore halfway).
         limit = None if forever else (timeout or self.query_timeout)
-        return run_subprocess([self.program, *args], timeout=limit, env=self._env,
+        env = self._env
+        if criu_bin is not None:
+            # podman hands the runtime only PATH (and XDG_RUNTIME_DIR); runc runs the first
+            # criu on it.
+            env = {**env, "PATH": os.pathsep.join((str(criu_bin), env["PATH"]))}
+        return run_subprocess([self.program, *args], timeout=limit, env=env,
                               own_session=True)
 
     def _check(self, result: CommandResult, what: str) -> CommandResult:
@@ -340,11 +351,8 @@ class PodmanCLI(Podman):
     def _error(
         self, result: CommandResult, what: str, default: type[PodmanError]
     ) -> PodmanError:
-        # Imported here: diagnose reads host, which imports this module.
-        from warmctl.diagnose import diagnose
-
-        stderr = result.stderr.strip()
-        first = _first_error_line(stderr)
+        stderr = without_warnings(result.stderr).strip()
+        first = shorten_runtime_command(_first_error_line(stderr))
         message = f"{what} failed: {first}" if first else f"{what} failed"
         hint = diagnose(stderr)
         if any(p.search(stderr) for p in _CONFLICT_PATTERNS):
@@ -463,6 +471,7 @@ class PodmanCLI(Podman):
         compress: str = "zstd",
         tcp_established: bool = False,
         file_locks: bool = False,
+        criu_bin: Path | None = None,
     ) -> CheckpointResult:
         args = ["container", "checkpoint", "--export", str(export_to), "--compress", compress,
                 "--print-stats"]
@@ -472,7 +481,7 @@ class PodmanCLI(Podman):
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        result = self._run(*args, container, forever=True)
+        result = self._run(*args, container, forever=True, criu_bin=criu_bin)
         if result.returncode != 0:
             if _NO_SUCH_CONTAINER.search(result.stderr):
                 raise NotFoundError(f"no such container: {container}")
@@ -492,6 +501,7 @@ class PodmanCLI(Podman):
         tcp_established: bool = False,
         file_locks: bool = False,
         ignore_volumes: bool = False,
+        criu_bin: Path | None = None,
     ) -> RestoreResult:
         args = ["container", "restore", "--import", str(archive), "--name", name,
                 "--print-stats"]
@@ -503,19 +513,20 @@ class PodmanCLI(Podman):
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        return self._restore(args, name)
+        return self._restore(args, name, criu_bin)
 
     def restore_in_place(self, container: str, *, tcp_established: bool = False,
-                         file_locks: bool = False) -> RestoreResult:
+                         file_locks: bool = False, criu_bin: Path | None = None) -> RestoreResult:
         args = ["container", "restore", "--print-stats"]
         if tcp_established:
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        return self._restore([*args, container], container)
+        return self._restore([*args, container], container, criu_bin)
 
-    def _restore(self, args: list[str], container: str) -> RestoreResult:
-        result = self._run(*args, forever=True)
+    def _restore(self, args: list[str], container: str,
+                 criu_bin: Path | None) -> RestoreResult:
+        result = self._run(*args, forever=True, criu_bin=criu_bin)
         if result.returncode != 0:
             err = self._error(result, f"restore of {container}", CheckpointError)
             if err.criu_log is None:
@@ -628,7 +639,8 @@ def _parse_stats(stdout: str) -> _Stats:
 
 
 def _first_error_line(stderr: str) -> str:
-    """podman's most telling line: the last 'Error:' line, else the last non-empty line."""
+    """podman's most telling line: the last 'Error:' line, else the last non-empty line
+    (of a stderr without warnings)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("Error:")]
     line = errors[-1] if errors else (lines[-1] if lines else "")

@@ -19,7 +19,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from warmctl import archive, criu_config, feed, host, hostcache, hostcompat, transcode, volumes
+from warmctl import (
+    archive,
+    container_lock,
+    criu_config,
+    feed,
+    host,
+    hostcache,
+    hostcompat,
+    transcode,
+    volumes,
+)
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
 from warmctl.diagnose import criu_errors, diagnose
 from warmctl.errors import (
@@ -54,7 +64,9 @@ _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
 class SnapshotOptions:
     leave_running: bool = False
     compress: str = "zstd"
-    tcp_established: bool = False
+    # Established connections are checkpointed by default (a serving container has some);
+    # False (--no-tcp-established) refuses a container that has any (criu_config.py).
+    tcp_established: bool = True
     file_locks: bool = False
     labels: dict[str, str] | None = None
 
@@ -95,19 +107,38 @@ def take_snapshot(
 ) -> Snapshot:
     """Checkpoint a running container into the catalogue under ``name``.
 
-    On failure the container is left as podman left it and nothing is recorded.
+    On failure the container is left as podman left it and nothing is recorded. Snapshots of
+    one container are taken one after the other (container_lock.py).
     """
     validate_name(name)
     criu_version = require_usable_criu()
     progress.phase("inspecting")
+    info = _running_container(podman, container)
+    with container_lock.checkpointing(info.id, waiting=lambda: progress.phase(
+            f"waiting for another snapshot of {info.name} to finish")) as waited:
+        if waited:
+            info = _running_container(podman, info.id, shown_as=container)
+        return _take_locked(catalogue, podman, info, name, options, progress,
+                            criu_version, extra)
+
+
+def _running_container(podman: Podman, container: str, *,
+                       shown_as: str | None = None) -> ContainerInfo:
     info = podman.inspect_container(container)
+    shown = shown_as or container
     if info is None:
-        raise NotFoundError(f"no such container: {container}", hint="see: podman ps")
+        raise NotFoundError(f"no such container: {shown}", hint="see: podman ps")
     if not info.running:
         raise WarmctlError(
-            f"container {container} is {info.state}, not running: only a running container "
+            f"container {shown} is {info.state}, not running: only a running container "
             "can be snapshotted"
         )
+    return info
+
+
+def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name: str,
+                 options: SnapshotOptions, progress: Progress, criu_version: str,
+                 extra: dict[str, Any] | None) -> Snapshot:
     catalogue.check_writable()
     record = SnapshotRecord(
         name=name, container_name=info.name, container_id=info.id,
@@ -157,11 +188,16 @@ def _checkpoint_into(
     """
     def checkpoint(export: Path, compress: str) -> CheckpointResult:
         try:
-            return podman.checkpoint(
-                container_id, export, leave_running=options.leave_running, compress=compress,
-                tcp_established=options.tcp_established, file_locks=options.file_locks,
-            )
+            with criu_config.for_one_command(criu_config.checkpoint_options(
+                    tcp_established=options.tcp_established)) as criu_bin:
+                return podman.checkpoint(
+                    container_id, export, leave_running=options.leave_running,
+                    compress=compress, tcp_established=options.tcp_established,
+                    file_locks=options.file_locks, criu_bin=criu_bin,
+                )
         except CheckpointError as err:
+            # podman's short id, as `podman ps` shows it: the whole one is 64 characters.
+            err.message = err.message.replace(container_id, container_id[:12])
             raise keep_criu_log(catalogue, err, f"{name}-dump") from err
 
     ours = options.compress == "zstd"
@@ -206,7 +242,25 @@ def _checkpoint_into(
                 progress.phase("compressing" if ours else "hashing")
                 digest = (transcode.compress_zstd(export, dest, progress.advance) if ours
                           else archive.sha256_file(dest, progress.advance))
+            progress.phase("checking the checkpoint")
+            _require_complete_checkpoint(export, container_id)
             return result, digest, export.stat().st_size if ours else None, interrupted
+
+
+def _require_complete_checkpoint(path: Path, container_id: str) -> None:
+    """What `verify` checks, before anything is recorded: podman has exported archives
+    without config.dump and spec.dump when two checkpoints of one container overlapped (one
+    not warmctl's, since warmctl's own wait for each other), and resume would fail on them.
+    On the zstd path ``path`` is the plain tar podman wrote: its headers are read, its memory
+    images skipped."""
+    try:
+        archive.verify_checkpoint_quickly(path)
+    except IntegrityError as err:
+        raise CheckpointError(
+            f"podman's checkpoint of {container_id[:12]} is not complete, so it was not "
+            f"recorded: {err.message}",
+            hint="another checkpoint of this container may have run at the same time "
+                 "(podman container checkpoint outside warmctl): snapshot again") from err
 
 
 @contextlib.contextmanager
@@ -401,9 +455,11 @@ def _restore_in_place(catalogue: Catalogue, podman: Podman, snapshot: Snapshot,
     log.debug("the checkpoint in %s's storage is %s: restoring in place", existing.name,
               snapshot.ref)
     try:
-        return _let_podman_finish(lambda: podman.restore_in_place(
-            existing.id, tcp_established=options.tcp_established,
-            file_locks=options.file_locks), progress)
+        with criu_config.for_one_command(criu_config.restore_options(
+                tcp_established=options.tcp_established, in_place=True)) as criu_bin:
+            return _let_podman_finish(lambda: podman.restore_in_place(
+                existing.id, tcp_established=options.tcp_established,
+                file_locks=options.file_locks, criu_bin=criu_bin), progress)
     except CheckpointError as err:
         raise keep_criu_log(catalogue, err, f"{snapshot.name}-restore") from err
 
@@ -421,13 +477,13 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, targ
     source's volumes).
     """
     plan = plan or volumes.VolumePlan()
+    criu_options = criu_config.restore_options(tcp_established=options.tcp_established,
+                                                in_place=False)
     for config_reads in (feed.CONFIG_READS, 0):
-        # Only a configuration read can name CRIU's configuration (see criu_config.py).
-        with (criu_config.for_one_restore() if config_reads
-              else contextlib.nullcontext()) as config_file, \
+        with criu_config.for_one_command(criu_options) as criu_bin, \
                 feed.ArchiveFeed(source, snapshot.sha256, plain_bytes=snapshot.plain_bytes,
                                  label=snapshot.ref, config_reads=config_reads,
-                                 advance=progress.advance, criu_config=config_file,
+                                 advance=progress.advance,
                                  edit_dumps=plan.edit_dumps if plan.renames else None) as fed:
             try:
                 restored, interrupted = _let_podman_finish(lambda: podman.restore(
@@ -437,6 +493,7 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, targ
                     tcp_established=options.tcp_established,
                     file_locks=options.file_locks,
                     ignore_volumes=plan.ignore_volumes,
+                    criu_bin=criu_bin,
                 ), progress)
             except PodmanError:
                 fed.verify()  # damage explains the failure better than podman's message
@@ -555,7 +612,9 @@ def resolve_refs(catalogue: Catalogue, refs: Sequence[Ref], *, all_generations: 
 def require_usable_criu() -> str:
     """Fail with exit 6 before any container is touched when the CRIU that runc will run is
     missing or, by ``host.CRIU_KERNEL_PAIRS``, too old for this kernel: podman would freeze
-    the container and fail halfway. Costs one ``criu --version``. Returns CRIU's version."""
+    the container and fail halfway. Costs one ``criu --version``. Returns CRIU's version.
+    Not root: exit 6 before that (host.require_root)."""
+    host.require_root()
     kernel = host.kernel_release()
     path = host.criu_path()
     if path is None:

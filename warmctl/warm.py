@@ -93,12 +93,12 @@ def warm(
     """Run, warm, wait for ready, snapshot. On failure the container is removed (unless
     ``keep_on_failure``) and nothing is recorded."""
     spec = plan.spec
+    require_usable_criu()  # fail before a long warm-up (and, not root, before podman)
     if not podman.image_exists(spec.image):
         raise NotFoundError(
             f"image {spec.image} is not on this host",
             hint="podman pull, load or import it first",
         )
-    require_usable_criu()  # fail before a long warm-up, not after it
     catalogue.check_writable()
     existing = podman.inspect_container(spec.container)
     if existing is not None:

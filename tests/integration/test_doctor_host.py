@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from support import IMAGES, Containers, Warmctl, podman
 
+from warmctl import host
 from warmctl.podman import podman_environment
 
 pytestmark = pytest.mark.podman
@@ -42,9 +43,10 @@ def test_doctor_says_this_host_can_checkpoint_within_2_seconds(warmctl: Warmctl)
     elapsed = time.monotonic() - started
     assert elapsed < 2.0, f"doctor took {elapsed:.2f}s"
     lines = result.stdout.splitlines()
+    # capability: a warning, only where root lacks CAP_SYS_RESOURCE (as on the project's VMs).
     assert [line.split()[1] for line in lines] == [
         "root", "podman", "runtime", "cgroups", "ulimits", "criu", "criu-kernel", "criu-config",
-        "catalogue"]
+        *([] if host.has_cap_sys_resource() else ["capability"]), "catalogue"]
     assert all(line.split()[0] in ("ok", "warn") for line in lines), result.stdout
     data = warmctl("doctor", "--json").json()
     assert isinstance(data, dict) and data["ok"] is True

@@ -44,11 +44,24 @@ def tar_member_names(data: bytes) -> list[str]:
         return tar.getnames()
 
 
+def _criu_options(criu_bin: Path | None) -> list[str]:
+    """What the criu wrapper in ``criu_bin`` hands CRIU, read while the file exists."""
+    if criu_bin is None:
+        return []
+    script = (criu_bin / "criu").read_text()
+    conf = Path(next(line for line in script.splitlines()
+                     if line.startswith("CRIU_CONFIG_FILE=")).partition("=")[2].strip("'"))
+    return [line for line in conf.read_text().splitlines() if not line.startswith("#")]
+
+
 @dataclass
 class FakePodman(Podman):
     containers: dict[str, ContainerInfo] = field(default_factory=dict)
     images: set[str] = field(default_factory=lambda: {"localhost/img"})
     calls: list[str] = field(default_factory=list)
+    # Per checkpoint or restore: the options CRIU would have read from warmctl's
+    # configuration (criu_config.py), [] when podman got none.
+    criu_configs: list[list[str]] = field(default_factory=list)
     versions: HostVersions | None = field(default_factory=lambda: HostVersions(
         "4.3.1", "runc", "runc 1.1.5", "6.18.0", "testhost"))  # None: podman is missing
     fail_checkpoint: str | CheckpointError | None = None
@@ -58,6 +71,7 @@ class FakePodman(Podman):
     exits_at_once: bool = False  # containers started by run_detached stop at once
     restored_from: list[bytes] = field(default_factory=list)  # what each import read got
     config_reads: int = 2
+    exports: bytes | None = None  # what checkpoint writes instead of a real archive
     # Where containers' storage lives; None: the fake keeps no checkpoint in storage, so
     # resume never restores in place.
     storage: Path | None = None
@@ -113,13 +127,16 @@ class FakePodman(Podman):
 
     def checkpoint(self, container: str, export_to: Path, *, leave_running: bool = False,
                    compress: str = "zstd", tcp_established: bool = False,
-                   file_locks: bool = False) -> CheckpointResult:
+                   file_locks: bool = False, criu_bin: Path | None = None) -> CheckpointResult:
         self.calls.append(f"checkpoint {container} compress={compress}")
+        self.criu_configs.append(_criu_options(criu_bin))
         if isinstance(self.fail_checkpoint, CheckpointError):
             raise self.fail_checkpoint
         if self.fail_checkpoint:
             raise CheckpointError(self.fail_checkpoint, stderr=self.fail_checkpoint)
-        if compress == "zstd":
+        if self.exports is not None:
+            export_to.write_bytes(self.exports)
+        elif compress == "zstd":
             shutil.copyfile(REAL_ARCHIVE, export_to)
         else:
             assert compress == "none", "the fake writes zstd or plain archives"
@@ -141,8 +158,9 @@ class FakePodman(Podman):
         return self.storage / info.id if self.storage is not None and info else None
 
     def restore_in_place(self, container: str, *, tcp_established: bool = False,
-                         file_locks: bool = False) -> RestoreResult:
+                         file_locks: bool = False, criu_bin: Path | None = None) -> RestoreResult:
         """As podman: restores from the checkpoint in storage, then removes it."""
+        self.criu_configs.append(_criu_options(criu_bin))
         info = self.inspect_container(container)
         assert info is not None and self.storage is not None
         self.calls.append(f"restore in place {info.id}")
@@ -154,10 +172,12 @@ class FakePodman(Podman):
 
     def restore(self, archive: Path, *, name: str, publish: Sequence[str] = (),
                 tcp_established: bool = False, file_locks: bool = False,
-                ignore_volumes: bool = False) -> RestoreResult:
+                ignore_volumes: bool = False,
+                criu_bin: Path | None = None) -> RestoreResult:
         """Reads ``archive`` as podman 4.3 to 5.x does: opened anew for each of
         ``config_reads`` reads of config.dump, then once more to import it all."""
         self.calls.append(f"restore {name}")
+        self.criu_configs.append(_criu_options(criu_bin))
         for _ in range(self.config_reads):
             if "config.dump" not in tar_member_names(as_plain(archive.read_bytes())):
                 raise PodmanError("failed extracting runtime information: no config.dump")

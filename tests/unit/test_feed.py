@@ -7,7 +7,6 @@ import concurrent.futures
 import contextlib
 import hashlib
 import io
-import json
 import os
 import stat
 import tarfile
@@ -45,19 +44,6 @@ def test_two_configuration_reads_then_the_whole_archive() -> None:
             tarfile.open(fileobj=io.BytesIO(reads[2])) as whole:
         for name in ("config.dump", "spec.dump"):
             assert tar.extractfile(name).read() == whole.extractfile(name).read()  # type: ignore[union-attr]
-
-
-def test_configuration_reads_name_the_criu_configuration(private_criu_config: Path) -> None:
-    """podman creates the container from the spec of a configuration read: that one names
-    the restore's CRIU configuration; the archive itself is fed as it is."""
-    conf = private_criu_config / "1-a.conf"
-    with ArchiveFeed(REAL_ARCHIVE, sha256(REAL_ARCHIVE), criu_config=conf) as feed:
-        reads = [read_all(feed.path) for _ in range(3)]
-    feed.verify()
-    with tarfile.open(fileobj=io.BytesIO(reads[1])) as tar:
-        spec = json.loads(tar.extractfile("spec.dump").read())  # type: ignore[union-attr]
-    assert spec["annotations"]["org.criu.config"] == str(conf)
-    assert reads[2] == plain_archive_bytes()
 
 
 def test_without_configuration_reads_every_read_gets_the_whole_archive() -> None:

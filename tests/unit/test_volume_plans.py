@@ -289,7 +289,7 @@ class CloningPodman(VolumePodman):
 
     def restore(self, archive: Path, *, name: str, publish: Sequence[str] = (),
                 tcp_established: bool = False, file_locks: bool = False,
-                ignore_volumes: bool = False) -> RestoreResult:
+                ignore_volumes: bool = False, criu_bin: Path | None = None) -> RestoreResult:
         with tarfile.open(fileobj=io.BytesIO(archive.read_bytes())) as first_read:
             config = json.loads(first_read.extractfile("config.dump").read())  # type: ignore[union-attr]
             spec = json.loads(first_read.extractfile("spec.dump").read())  # type: ignore[union-attr]

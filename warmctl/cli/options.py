@@ -45,9 +45,20 @@ def compress_option(panel: str | None = None) -> Any:
                         autocompletion=completion.complete_compressions)
 
 
-def tcp_established_option(panel: str | None = None, *, verb: str = "Checkpoint") -> Any:
-    return flag("--tcp-established", rich_help_panel=panel,
-                help=f"{verb} established TCP connections.")
+def resume_tcp_option() -> Any:
+    return flag("--tcp-established",
+                help="Keep the snapshot's established TCP connections (for the very container "
+                     "at its own address). Default: they are restored closed, as after a "
+                     "network blip, so that any number of copies can run.")
+
+
+def snapshot_tcp_option(panel: str | None = None) -> Any:
+    """Snapshots checkpoint a serving container's connections by default; the strict
+    opposite refuses a container that has any."""
+    return flag("--tcp-established/--no-tcp-established", rich_help_panel=panel,
+                help="Checkpoint established TCP connections, skipping those not yet "
+                     "accepted (default). --no-tcp-established refuses (exit 7) a container "
+                     "that has any.")
 
 
 def file_locks_option(panel: str | None = None, *, verb: str = "Checkpoint") -> Any:

@@ -15,7 +15,7 @@ from warmctl.cli.options import (
     file_locks_option,
     flag,
     output_for,
-    tcp_established_option,
+    resume_tcp_option,
 )
 
 
@@ -37,7 +37,7 @@ def command(
     replace: Annotated[
         bool, flag("--replace", help="Remove an existing container of that name first.")
     ] = False,
-    tcp_established: Annotated[bool, tcp_established_option(verb="Restore")] = False,
+    tcp_established: Annotated[bool, resume_tcp_option()] = False,
     file_locks: Annotated[bool, file_locks_option(verb="Restore")] = False,
     volumes: Annotated[
         str | None,

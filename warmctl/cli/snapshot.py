@@ -16,7 +16,7 @@ from warmctl.cli.options import (
     label_option,
     leave_running_option,
     output_for,
-    tcp_established_option,
+    snapshot_tcp_option,
 )
 
 
@@ -35,7 +35,7 @@ def command(
     leave_running: Annotated[bool, leave_running_option()] = False,
     label: Annotated[list[str] | None, label_option()] = None,
     compress: Annotated[str, compress_option()] = "zstd",
-    tcp_established: Annotated[bool, tcp_established_option()] = False,
+    tcp_established: Annotated[bool, snapshot_tcp_option()] = True,
     file_locks: Annotated[bool, file_locks_option()] = False,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,

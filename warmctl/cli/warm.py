@@ -17,7 +17,7 @@ from warmctl.cli.options import (
     label_option,
     leave_running_option,
     output_for,
-    tcp_established_option,
+    snapshot_tcp_option,
 )
 
 _CONTAINER = "Container options"
@@ -105,7 +105,7 @@ def command(
     leave_running: Annotated[bool, leave_running_option(_SNAP)] = False,
     label: Annotated[list[str] | None, label_option(_SNAP)] = None,
     compress: Annotated[str, compress_option(_SNAP)] = "zstd",
-    tcp_established: Annotated[bool, tcp_established_option(_SNAP)] = False,
+    tcp_established: Annotated[bool, snapshot_tcp_option(_SNAP)] = True,
     file_locks: Annotated[bool, file_locks_option(_SNAP)] = False,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
