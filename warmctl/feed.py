@@ -27,7 +27,6 @@ What keeps this safe:
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import fcntl
 import functools
@@ -43,6 +42,7 @@ from types import TracebackType
 from warmctl import archive
 from warmctl.criu_config import spec_for_restore
 from warmctl.errors import IntegrityError
+from warmctl.waiting import in_daemon_thread
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +63,25 @@ class ArchiveFeed:
     reads get only the configuration tar (0: every read gets the whole archive). ``advance``
     receives the number of bytes fed to an import read. ``criu_config``: a CRIU configuration
     file for the restore, named in the configuration tar's spec (see criu_config.py; without
-    one, that spec loses any file an earlier warmctl restore named).
+    one, that spec loses any file an earlier warmctl restore named). ``mark_spec``: edits
+    that spec further (claim.py marks the container the restore creates).
     """
 
     def __init__(self, source: Path, expected_sha256: str, *, plain_bytes: int | None = None,
                  label: str = "", config_reads: int = CONFIG_READS,
-                 advance: Advance | None = None, criu_config: Path | None = None) -> None:
+                 advance: Advance | None = None, criu_config: Path | None = None,
+                 mark_spec: Callable[[bytes], bytes] | None = None) -> None:
         self.source = source
         self.label = label or source.name  # names the archive in errors: a snapshot's ref
         self.reads: list[str] = []  # "config" or "archive", one per read podman made
+        self.fed_whole = False  # an import read got the whole archive, its end included
         self._expected = expected_sha256
         self._plain_bytes = plain_bytes if archive.checks_itself(source) else None
-        edit_spec = functools.partial(spec_for_restore, config_file=criu_config)
+
+        def edit_spec(config_dump: bytes, spec_dump: bytes) -> bytes:
+            spec = spec_for_restore(config_dump, spec_dump, config_file=criu_config)
+            return mark_spec(spec) if mark_spec is not None else spec
+
         self._config_tar = (archive.configuration_tar(source, within=_CONFIG_SEARCH_LIMIT,
                                                       edit_spec=edit_spec)
                             if config_reads else None)
@@ -96,8 +103,9 @@ class ArchiveFeed:
                 tempfile.TemporaryDirectory(prefix="warmctl-feed-")))
             self.path = self._directory / "archive.tar"
             os.mkfifo(self.path, 0o600)
-            pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=1))
-            self._hashing = pool.submit(_sha256_in_background, self.source)
+            # A daemon thread, as the server: nothing waits for it when warmctl leaves.
+            self._hashing = in_daemon_thread(functools.partial(_sha256_in_background,
+                                                               self.source), name="hash")
             # A daemon thread: when the user abandons a restore (a second Ctrl-C), warmctl
             # exits without waiting for podman to finish reading.
             self._server = threading.Thread(target=self._serve, name="feed", daemon=True)
@@ -219,6 +227,7 @@ class ArchiveFeed:
             raise
         if self._damage is None and self._proved_whole(stream.length):
             stream.finish()
+            self.fed_whole = True
         else:
             stream.spoil()
 

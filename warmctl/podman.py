@@ -140,6 +140,7 @@ class ContainerInfo:
     pid: int = 0  # the container's init process on the host, 0 when not running
     ports: list[str] = field(default_factory=list)  # "HOST_IP:HOST_PORT:CONTAINER_PORT/PROTO"
     labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)  # the spec's (Config.Annotations)
 
     @property
     def running(self) -> bool:
@@ -549,4 +550,5 @@ def _container_info(data: dict[str, Any]) -> ContainerInfo:
         pid=int(state.get("Pid") or 0),
         ports=ports,
         labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+        annotations={str(k): str(v) for k, v in (config.get("Annotations") or {}).items()},
     )

@@ -4,6 +4,7 @@ archive kept as test data. Only what warmctl's library code calls is implemented
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -39,6 +40,19 @@ def as_plain(data: bytes) -> bytes:
     return data
 
 
+def spec_annotations(data: bytes) -> dict[str, str]:
+    """The annotations of the spec.dump in a tar stream: podman creates the container with
+    them. Empty when there is no spec.dump."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            if member.name == "spec.dump" and member.isfile():
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                annotations = json.loads(extracted.read()).get("annotations") or {}
+                return {str(k): str(v) for k, v in annotations.items()}
+    return {}
+
+
 def tar_member_names(data: bytes) -> list[str]:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         return tar.getnames()
@@ -63,11 +77,12 @@ class FakePodman(Podman):
     storage: Path | None = None
     _next_id: int = 1
 
-    def add(self, name: str, *, running: bool = True, ports: Sequence[str] = ()) -> ContainerInfo:
+    def add(self, name: str, *, running: bool = True, ports: Sequence[str] = (),
+            annotations: dict[str, str] | None = None) -> ContainerInfo:
         info = ContainerInfo(
             id=f"id{self._next_id:04d}", name=name, image_name="localhost/img:latest",
             image_id="iid", state="running" if running else "exited", checkpointed=False,
-            ports=list(ports), pid=0,
+            ports=list(ports), pid=0, annotations=dict(annotations or {}),
         )
         self._next_id += 1
         self.containers[name] = info
@@ -157,19 +172,24 @@ class FakePodman(Podman):
         """Reads ``archive`` as podman 4.3 to 5.x does: opened anew for each of
         ``config_reads`` reads of config.dump, then once more to import it all."""
         self.calls.append(f"restore {name}")
+        annotations: dict[str, str] = {}
         for _ in range(self.config_reads):
-            if "config.dump" not in tar_member_names(as_plain(archive.read_bytes())):
+            configuration = as_plain(archive.read_bytes())
+            if "config.dump" not in tar_member_names(configuration):
                 raise PodmanError("failed extracting runtime information: no config.dump")
+            annotations = annotations or spec_annotations(configuration)
         if name in self.containers:
             raise PodmanConflictError(f"name {name} is already in use")
         imported = as_plain(archive.read_bytes())
         self.restored_from.append(imported)
+        annotations = annotations or spec_annotations(imported)
         if len(imported) % 512 or imported[-1024:] != bytes(1024):
             raise PodmanError("unpacking of checkpoint archive failed: invalid tar header")
         if "checkpoint/inventory.img" not in tar_member_names(imported):
-            self.add(name, running=False)
-            raise CheckpointError("a complete checkpoint for this container cannot be found")
-        info = self.add(name, running=self.fail_restore is None)
+            self.add(name, running=False, annotations=annotations)
+            raise CheckpointError("a complete checkpoint for this container cannot be found, "
+                                  "cannot restore: stat .../checkpoint/inventory.img")
+        info = self.add(name, running=self.fail_restore is None, annotations=annotations)
         if self.fail_restore:
             raise CheckpointError(self.fail_restore, stderr=self.fail_restore)
         return RestoreResult(info.id, {"restore_time": 10}, 2000)
