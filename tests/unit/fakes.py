@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -75,6 +75,9 @@ class FakePodman(Podman):
     # Where containers' storage lives; None: the fake keeps no checkpoint in storage, so
     # resume never restores in place.
     storage: Path | None = None
+    # Called while podman "runs" a checkpoint (after its export is written) or a restore
+    # (before it creates the container): a test presses Ctrl-C or holds podman up there.
+    while_running: Callable[[], None] | None = None
     _next_id: int = 1
 
     def add(self, name: str, *, running: bool = True, ports: Sequence[str] = (),
@@ -139,6 +142,8 @@ class FakePodman(Podman):
         else:
             assert compress == "none", "the fake writes zstd or plain archives"
             export_to.write_bytes(plain_archive_bytes())
+        if self.while_running is not None:
+            self.while_running()
         info = self.inspect_container(container)
         assert info is not None
         if not leave_running:
@@ -172,6 +177,8 @@ class FakePodman(Podman):
         """Reads ``archive`` as podman 4.3 to 5.x does: opened anew for each of
         ``config_reads`` reads of config.dump, then once more to import it all."""
         self.calls.append(f"restore {name}")
+        if self.while_running is not None:
+            self.while_running()
         annotations: dict[str, str] = {}
         for _ in range(self.config_reads):
             configuration = as_plain(archive.read_bytes())
