@@ -16,6 +16,7 @@ exit, would wait for podman again (it took four Ctrl-Cs to leave).
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from warmctl.output import Progress
 from warmctl.units import format_duration
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 LeftBehind = Callable[[], str]  # what stays when warmctl leaves: podman goes on alone
 
@@ -100,6 +102,7 @@ class PodmanCall(Generic[T]):
                               hint=err.hint) from err
 
     def _say_interrupted(self, progress: Progress) -> None:
+        log.debug("interrupted: waiting for %s", self.what)
         progress.phase(f"interrupted: letting podman finish {self.what} "
                        "(Ctrl-C again leaves it to finish alone)")
 
