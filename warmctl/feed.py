@@ -32,6 +32,7 @@ import fcntl
 import functools
 import logging
 import os
+import select
 import tempfile
 import threading
 import time
@@ -75,6 +76,10 @@ class ArchiveFeed:
         self.label = label or source.name  # names the archive in errors: a snapshot's ref
         self.reads: list[str] = []  # "config" or "archive", one per read podman made
         self.fed_whole = False  # an import read got the whole archive, its end included
+        # A second descriptor for the import read's pipe, for abandon(); under the lock, so
+        # that it is never written after the read is over (its number may be reused then).
+        self._import_fd: int | None = None
+        self._import_fd_lock = threading.Lock()
         self._expected = expected_sha256
         self._plain_bytes = plain_bytes if archive.checks_itself(source) else None
 
@@ -149,6 +154,29 @@ class ArchiveFeed:
             raise IntegrityError(f"archive of {self.label} is corrupt: {self._damage}",
                                  hint=f"remove it with: warmctl rm {self.label}")
 
+    def abandon(self, patience: float = 1.0) -> None:
+        """warmctl is leaving while podman may still read (a second Ctrl-C, the time limit):
+        when warmctl exits, the pipe ends wherever this thread was. Cut at a member's end,
+        that would pass for a whole, shorter tar. One more byte (0xff) makes whatever podman
+        has read, or will read, end in a truncated block: its import fails, before CRIU.
+        Waits at most ``patience`` seconds for room in the pipe."""
+        with self._import_fd_lock:
+            fd = self._import_fd
+            if fd is None or self.fed_whole:
+                return
+            deadline = time.monotonic() + patience
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, False)  # this thread's writes too: it ends with warmctl
+                while True:
+                    try:
+                        os.write(fd, b"\xff")
+                        return
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            log.debug("feed: no room in the pipe to spoil the stream")
+                            return
+                        select.select([], [fd], [], _STOP_POLL)
+
     @property
     def archive_was_read(self) -> bool:
         """Whether some read got the whole archive. A restore that failed without one may
@@ -202,10 +230,16 @@ class ArchiveFeed:
                         assert self._config_tar is not None
                         _write_all(fd, self._config_tar)
                     else:
+                        with self._import_fd_lock:
+                            self._import_fd = os.dup(fd)
                         self._feed_archive(fd)
                 except BrokenPipeError:
                     pass  # podman stopped reading (its tar reader ends at the end marker)
             finally:
+                with self._import_fd_lock:
+                    if self._import_fd is not None:
+                        os.close(self._import_fd)
+                        self._import_fd = None
                 os.close(fd)
 
     def _renew_fifo(self) -> None:

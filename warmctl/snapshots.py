@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from warmctl import archive, criu_config, feed, host, hostcache, hostcompat, transcode
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
@@ -48,7 +48,6 @@ from warmctl.refs import Ref, is_valid_name, validate_name
 from warmctl.retention import Decision, Generation, Policy, plan_prune, summarize_plan
 from warmctl.waiting import PodmanCall
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
 
@@ -492,7 +491,7 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman,
                     fed.path, name=target, publish=options.publish,
                     tcp_established=options.tcp_established, file_locks=options.file_locks),
                 what=f"the restore of {target}", time_limit=options.time_limit,
-                left_behind=lambda: _restore_left_behind(target, fed.fed_whole))
+                left_behind=lambda: _restore_left_behind(target, fed))
             try:
                 restored, interrupted = call.finish(progress)
             except PodmanError as err:
@@ -509,8 +508,10 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman,
     raise AssertionError("unreachable: the second attempt returns or raises")
 
 
-def _restore_left_behind(target: str, fed_whole: bool) -> str:
-    if fed_whole:
+def _restore_left_behind(target: str, fed: feed.ArchiveFeed) -> str:
+    """What warmctl leaves when it stops waiting for a restore through the feed."""
+    fed.abandon()  # the stream podman has must never pass for a whole archive
+    if fed.fed_whole:
         return (f"podman, which has read the whole archive, goes on restoring {target} in its "
                 f"own session: {target} runs once it has finished (see: podman ps -a)")
     return (f"podman had not read the whole archive: its restore fails without warmctl, and "

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.errors import (
     ConflictError,
+    LeftUnfinished,
     NotFoundError,
     NotReadyError,
     PodmanConflictError,
+    TimedOut,
     UsageError,
     WarmctlError,
 )
@@ -161,6 +163,8 @@ def _say_the_warm_container_stays(podman: Podman, plan: WarmPlan, err: WarmctlEr
     """The snapshot failed after the warming succeeded: the container is kept; the error
     says so, and how to snapshot it again."""
     container = plan.spec.container
+    if isinstance(err, (LeftUnfinished, TimedOut)):
+        return  # podman goes on alone, and holds the container: inspecting it would wait
     with contextlib.suppress(WarmctlError):
         info = podman.inspect_container(container)
         if info is not None and info.running:

@@ -262,28 +262,41 @@ def test_ctrl_c_twice_during_a_checkpoint_leaves_at_once_and_the_export_reaches_
     assert_all_back(port, items)
 
 
+@pytest.mark.parametrize("when", ["reading", "restoring"])
 def test_ctrl_c_twice_during_a_restore_leaves_at_once_and_says_what_becomes_of_it(
-    warmctl: Warmctl, containers: Containers, tmp_path: Path
+    warmctl: Warmctl, containers: Containers, tmp_path: Path, when: str
 ) -> None:
+    """``reading``: while podman reads the archive, which it cannot finish without warmctl.
+    ``restoring``: once it has read it all, when podman (CRIU) goes on alone, or, if it was
+    quicker than the second Ctrl-C, has finished."""
     name, port, items = start_memcached(containers, 512, seed=22)
     warmctl("snapshot", name, "big", "--leave-running")
     podman("rm", "--force", "--time", "0", name)
     feeds = tmp_path / "feeds"
     feeds.mkdir()
     run = Running(warmctl, "resume", "big", env={"WARMCTL_DEBUG": "1", "TMPDIR": str(feeds)})
-    run.wait_until(lambda: run.said("feed: podman's read 3"), "podman's import read")
+    if when == "reading":
+        run.wait_until(lambda: run.said("feed: podman's read 3"), "podman's import read")
+    else:
+        run.wait_until(lambda: run.said("bytes fed in"), "the whole archive fed")
     run.ctrl_c()
-    run.wait_until(lambda: run.said("interrupted: waiting for the restore"),
-                   "the first Ctrl-C taken")
+    run.wait_until(lambda: run.said("interrupted: waiting for the restore")
+                   or run.proc.poll() is not None, "the first Ctrl-C taken")
     pressed = time.monotonic()
     run.ctrl_c()
     code, stderr = run.finish()
     assert time.monotonic() - pressed < 3
     assert code == 130, stderr
     [message] = error_lines(stderr)
+    if when == "restoring" and "left the restore" not in message:
+        assert message == (f"warmctl: error: interrupted while podman restored {name}: it "
+                           f"finished, and {name} is running")
+        assert_all_back(port, items)
+        return
     assert message.startswith(
         f"warmctl: error: interrupted twice: warmctl left the restore of {name} unfinished")
-    if "had not read the whole archive" in message:
+    if when == "reading":
+        assert "had not read the whole archive" in message
         # podman's read breaks off: it fails, before CRIU, leaving no running container.
         assert f"podman rm {name}" in message
         assert wait_for_state(containers, name, {None, "created", "configured", "exited",
