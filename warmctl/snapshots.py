@@ -318,7 +318,11 @@ def resume_snapshot(
                 # Otherwise the digest is checked while podman reads; here a damaged archive
                 # must not cost the user the container it was to replace.
                 progress.phase("verifying digest")
-                check_digest(snapshot, held.path, progress)
+                try:
+                    check_digest(snapshot, held.path, progress)
+                except KeyboardInterrupt:
+                    raise Interrupted(f"interrupted while verifying {snapshot.ref}'s archive: "
+                                      f"{target} is as it was ({existing.state})") from None
                 progress.phase(f"removing container {target}")
                 podman.remove_container(existing.id)
             progress.phase("restoring")

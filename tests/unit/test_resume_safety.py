@@ -272,3 +272,23 @@ def test_warm_removes_its_container_by_id_and_never_one_that_took_the_name(
         warm(catalogue, fake_podman, plan, Progress())
     assert "w" in fake_podman.containers
     assert fake_podman.calls[-1].startswith("run ")
+
+
+def test_ctrl_c_while_verifying_before_a_replace_leaves_the_container_as_it_was(
+    catalogue: Catalogue, fake_podman: FakePodman, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warmctl import snapshots
+
+    snapshot_of_a_running_mc(catalogue, fake_podman)
+
+    def ctrl_c(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(snapshots, "check_digest", ctrl_c)
+    with pytest.raises(Interrupted) as info:
+        resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(replace=True),
+                        Progress())
+    assert info.value.message == ("interrupted while verifying mc@1's archive: mc is as it "
+                                  "was (running)")
+    assert fake_podman.containers["mc"].running
+    assert not any(call.startswith(("rm", "restore")) for call in fake_podman.calls)
