@@ -4,10 +4,12 @@ warm whose snapshot fails, two real SIGINTs during a checkpoint and during a res
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -204,7 +206,10 @@ class Running:
         return any(text in line for line in self.lines)
 
     def ctrl_c(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGINT)  # as a terminal does: the whole group
+        """SIGINT to the whole process group, as a terminal does (if warmctl is still there:
+        podman may finish first)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGINT)
 
     def wait_until(self, ready: object, what: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -220,8 +225,6 @@ class Running:
 
 
 def warmctl_argv() -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "warmctl"]
 
 
