@@ -330,3 +330,19 @@ def test_a_time_limit_of_zero_is_a_usage_error(warmctl: Warmctl) -> None:
     result = warmctl("resume", "any", "--time-limit", "0", check=False)
     assert result.returncode == 2, result.stderr
     assert "--time-limit" in result.stderr
+
+
+def test_the_time_limit_on_a_restore_is_exit_124_and_leaves_no_running_half(
+    warmctl: Warmctl, containers: Containers
+) -> None:
+    looper = start_looper(containers)
+    warmctl("snapshot", looper, "quick", "--leave-running")
+    target = containers.name("copy")
+    result = warmctl("resume", "quick", "--name", target, "--time-limit", "1ms", check=False)
+    assert result.returncode == 124, result.stderr
+    assert result.stderr.startswith(f"warmctl: error: the restore of {target} did not finish "
+                                    "within the time limit (1ms)")
+    # Left before podman had the whole archive: podman's import fails, nothing runs.
+    assert "had not read the whole archive" in result.stderr
+    assert wait_for_state(containers, target, {None, "created", "configured", "exited",
+                                               "stopped"}) != "running"

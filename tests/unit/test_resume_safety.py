@@ -292,3 +292,21 @@ def test_ctrl_c_while_verifying_before_a_replace_leaves_the_container_as_it_was(
                                   "was (running)")
     assert fake_podman.containers["mc"].running
     assert not any(call.startswith(("rm", "restore")) for call in fake_podman.calls)
+
+
+def test_warm_left_by_its_time_limit_neither_removes_nor_inspects_the_container(
+    catalogue: Catalogue, fake_podman: FakePodman
+) -> None:
+    release = threading.Event()
+
+    def podman_hangs() -> None:
+        release.wait(60)
+
+    fake_podman.while_running = podman_hangs
+    plan = WarmPlan(spec=ContainerSpec(image="localhost/img", container="w"), name="warm",
+                    snapshot=SnapshotOptions(compress="none", time_limit=0.3))
+    with pytest.raises(TimedOut, match="did not finish within the time limit"):
+        warm(catalogue, fake_podman, plan, Progress())
+    assert "w" in fake_podman.containers
+    assert not any(call.startswith("rm") for call in fake_podman.calls)
+    release.set()
