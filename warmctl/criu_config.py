@@ -44,6 +44,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from warmctl import host
+from warmctl.errors import LeftUnfinished, TimedOut
 from warmctl.ownership import owner_is_gone
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def for_one_command(options: Sequence[str]) -> Iterator[Path | None]:
         yield None
         return
     bin_dir = conf.with_suffix(".bin")
+    podman_goes_on = False
     try:
         try:
             _write_wrapper(bin_dir, conf, Path(real_criu))
@@ -94,10 +96,17 @@ def for_one_command(options: Sequence[str]) -> Iterator[Path | None]:
         else:
             log.debug("criu: %s (%s)", conf, ", ".join(options))
             yield bin_dir
+    except (LeftUnfinished, TimedOut):
+        # warmctl stopped waiting while podman goes on in its own session (waiting.py): its
+        # CRIU may not have read the files yet. They stay; once this process is gone its lock
+        # is free, and the next command's sweep (_remove_stale) removes them.
+        podman_goes_on = True
+        raise
     finally:
-        shutil.rmtree(bin_dir, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            conf.unlink()
+        if not podman_goes_on:
+            shutil.rmtree(bin_dir, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                conf.unlink()
         os.close(fd)
 
 
@@ -154,6 +163,9 @@ def _write_config(directory: Path, options: Sequence[str]) -> tuple[Path, int]:
 
 
 def _write_wrapper(bin_dir: Path, conf: Path, real_criu: Path) -> None:
+    if os.statvfs(bin_dir.parent).f_flag & os.ST_NOEXEC:
+        # runc could not execute the wrapper and would fail the whole command.
+        raise PermissionError(f"{bin_dir.parent} is on a noexec file system")
     bin_dir.mkdir(mode=0o700)
     script = ("#!/bin/sh\n# warmctl: CRIU with one command's configuration "
               "(see warmctl/criu_config.py)\n"

@@ -153,6 +153,7 @@ class ContainerInfo:
     ports: list[str] = field(default_factory=list)  # "HOST_IP:HOST_PORT:CONTAINER_PORT/PROTO"
     labels: dict[str, str] = field(default_factory=dict)
     mounts: list[Mount] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)  # the spec's (Config.Annotations)
 
     @property
     def running(self) -> bool:
@@ -669,4 +670,5 @@ def _container_info(data: dict[str, Any]) -> ContainerInfo:
         mounts=[Mount(type=str(m.get("Type", "")), name=str(m.get("Name") or ""),
                       source=str(m.get("Source", "")), destination=str(m.get("Destination", "")))
                 for m in data.get("Mounts") or [] if isinstance(m, dict)],
+        annotations={str(k): str(v) for k, v in (config.get("Annotations") or {}).items()},
     )

@@ -137,9 +137,11 @@ def test_resume_of_a_stopped_source_restores_in_place_with_every_value(
     assert_all_back(port, items)
 
     # Once restored, the checkpoint has left podman's storage: the same snapshot comes back
-    # through its archive (in the stopped source's place).
+    # through its archive. A source stopped since (not by a checkpoint) is replaced only
+    # when --replace says so.
     podman("stop", "--time", "0", name)
-    result = warmctl("resume", "ip", env={"WARMCTL_DEBUG": "1"})
+    assert warmctl("resume", "ip", check=False).returncode == 4
+    result = warmctl("resume", "ip", "--replace", env={"WARMCTL_DEBUG": "1"})
     assert "restoring in place" not in result.stderr and "whole archive" in result.stderr
     assert_all_back(port, items)
 

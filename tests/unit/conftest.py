@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from fakes import FakePodman
 
-from warmctl import container_lock, criu_config, host
+from warmctl import claim, container_lock, criu_config, host
 from warmctl.catalogue import Catalogue
 
 
@@ -41,4 +41,12 @@ def private_container_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     """Snapshots' per-container locks go to a directory of the test's, not /run."""
     directory = tmp_path / "run-warmctl-locks"
     monkeypatch.setattr(container_lock, "DIRECTORY", directory)
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def private_name_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Resume's locks on container names go to a directory of the test's, not /run."""
+    directory = tmp_path / "run-warmctl-names"
+    monkeypatch.setattr(claim, "LOCK_DIRECTORY", directory)
     return directory

@@ -4,10 +4,11 @@ archive kept as test data. Only what warmctl's library code calls is implemented
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,6 +38,19 @@ def as_plain(data: bytes) -> bytes:
         return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data),
                                                           read_across_frames=True).read()
     return data
+
+
+def spec_annotations(data: bytes) -> dict[str, str]:
+    """The annotations of the spec.dump in a tar stream: podman creates the container with
+    them. Empty when there is no spec.dump."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            if member.name == "spec.dump" and member.isfile():
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                annotations = json.loads(extracted.read()).get("annotations") or {}
+                return {str(k): str(v) for k, v in annotations.items()}
+    return {}
 
 
 def tar_member_names(data: bytes) -> list[str]:
@@ -75,13 +89,17 @@ class FakePodman(Podman):
     # Where containers' storage lives; None: the fake keeps no checkpoint in storage, so
     # resume never restores in place.
     storage: Path | None = None
+    # Called while podman "runs" a checkpoint (after its export is written) or a restore
+    # (before it creates the container): a test presses Ctrl-C or holds podman up there.
+    while_running: Callable[[], None] | None = None
     _next_id: int = 1
 
-    def add(self, name: str, *, running: bool = True, ports: Sequence[str] = ()) -> ContainerInfo:
+    def add(self, name: str, *, running: bool = True, ports: Sequence[str] = (),
+            annotations: dict[str, str] | None = None) -> ContainerInfo:
         info = ContainerInfo(
             id=f"id{self._next_id:04d}", name=name, image_name="localhost/img:latest",
             image_id="iid", state="running" if running else "exited", checkpointed=False,
-            ports=list(ports), pid=0,
+            ports=list(ports), pid=0, annotations=dict(annotations or {}),
         )
         self._next_id += 1
         self.containers[name] = info
@@ -141,6 +159,8 @@ class FakePodman(Podman):
         else:
             assert compress == "none", "the fake writes zstd or plain archives"
             export_to.write_bytes(plain_archive_bytes())
+        if self.while_running is not None:
+            self.while_running()
         info = self.inspect_container(container)
         assert info is not None
         if not leave_running:
@@ -178,19 +198,26 @@ class FakePodman(Podman):
         ``config_reads`` reads of config.dump, then once more to import it all."""
         self.calls.append(f"restore {name}")
         self.criu_configs.append(_criu_options(criu_bin))
+        if self.while_running is not None:
+            self.while_running()
+        annotations: dict[str, str] = {}
         for _ in range(self.config_reads):
-            if "config.dump" not in tar_member_names(as_plain(archive.read_bytes())):
+            configuration = as_plain(archive.read_bytes())
+            if "config.dump" not in tar_member_names(configuration):
                 raise PodmanError("failed extracting runtime information: no config.dump")
+            annotations = annotations or spec_annotations(configuration)
         if name in self.containers:
             raise PodmanConflictError(f"name {name} is already in use")
         imported = as_plain(archive.read_bytes())
         self.restored_from.append(imported)
+        annotations = annotations or spec_annotations(imported)
         if len(imported) % 512 or imported[-1024:] != bytes(1024):
             raise PodmanError("unpacking of checkpoint archive failed: invalid tar header")
         if "checkpoint/inventory.img" not in tar_member_names(imported):
-            self.add(name, running=False)
-            raise CheckpointError("a complete checkpoint for this container cannot be found")
-        info = self.add(name, running=self.fail_restore is None)
+            self.add(name, running=False, annotations=annotations)
+            raise CheckpointError("a complete checkpoint for this container cannot be found, "
+                                  "cannot restore: stat .../checkpoint/inventory.img")
+        info = self.add(name, running=self.fail_restore is None, annotations=annotations)
         if self.fail_restore:
             raise CheckpointError(self.fail_restore, stderr=self.fail_restore)
         return RestoreResult(info.id, {"restore_time": 10}, 2000)

@@ -11,6 +11,7 @@ import os
 import stat
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
@@ -216,3 +217,43 @@ def test_a_failing_feed_is_reported_and_does_not_leave_podman_waiting(
             assert read_all(feed.path) == b""
     with pytest.raises(RuntimeError, match="a bug"):
         feed.verify()
+
+
+def test_abandoning_a_read_at_a_member_boundary_leaves_no_whole_looking_tar(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """warmctl leaves (a second Ctrl-C) while this thread waits between two members: had the
+    pipe ended there, the stream would pass for a whole, shorter tar. abandon() adds a byte:
+    the stream ends in a truncated block, and podman's tar reader fails."""
+    import threading
+
+    plain = plain_archive_bytes()
+    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
+        boundary = tar.getmembers()[1].offset  # where the second member's header starts
+    prefix = plain[:boundary]
+    sent, leave = threading.Event(), threading.Event()
+
+    def stops_between_members(self: ArchiveFeed, stream: Any) -> None:
+        stream.write(prefix + bytes(512))  # a member and padding; zeros are held back
+        sent.set()
+        leave.wait(30)
+        raise BrokenPipeError  # the thread ends as if warmctl had exited
+
+    monkeypatch.setattr(ArchiveFeed, "_copy_archive", stops_between_members)
+    with ArchiveFeed(REAL_ARCHIVE, sha256(REAL_ARCHIVE), config_reads=0) as feed, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        reading = pool.submit(feed.path.read_bytes)
+        assert sent.wait(30)
+        feed.abandon()
+        leave.set()
+        got = reading.result(timeout=30)
+    assert got.startswith(prefix.rstrip(b"\0"))
+    assert got.endswith(b"\xff") and len(got) % 512 != 0
+    assert not feed.fed_whole
+
+
+def test_abandoning_after_the_whole_archive_was_fed_adds_nothing() -> None:
+    with ArchiveFeed(REAL_ARCHIVE, sha256(REAL_ARCHIVE), config_reads=0) as feed:
+        assert read_all(feed.path) == plain_archive_bytes()
+        feed.abandon()
+    assert feed.fed_whole

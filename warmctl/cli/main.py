@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"warmctl: error: {exc.format_message()}\n")
         return exc.exit_code
     except typer.Abort:
-        sys.stderr.write("warmctl: interrupted\n")
+        sys.stderr.write("warmctl: error: interrupted\n")
         return ExitCode.INTERRUPTED
     except WarmctlError as err:
         if debug:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         Output().error(err)
         return err.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("warmctl: interrupted\n")
+        sys.stderr.write("warmctl: error: interrupted\n")
         return ExitCode.INTERRUPTED
     except BrokenPipeError:
         # A reader such as `head` went away: not warmctl's failure to report.
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return ExitCode.FAILURE
     if result == ExitCode.INTERRUPTED:
-        sys.stderr.write("warmctl: interrupted\n")
+        sys.stderr.write("warmctl: error: interrupted\n")
     return result if isinstance(result, int) else ExitCode.OK
 
 

@@ -65,6 +65,25 @@ def file_locks_option(panel: str | None = None, *, verb: str = "Checkpoint") -> 
     return flag("--file-locks", rich_help_panel=panel, help=f"{verb} file locks.")
 
 
+def time_limit_option(panel: str | None = None, *, what: str = "checkpoint") -> Any:
+    return typer.Option(
+        "--time-limit", metavar="DURATION", rich_help_panel=panel, show_default=False,
+        help=f"Stop waiting for podman's {what} after DURATION (exit 124); podman goes on "
+             "alone and the message says where the container stands. Default: no limit.")
+
+
+def parse_time_limit(value: str | None) -> float | None:
+    from warmctl.errors import UsageError
+    from warmctl.units import parse_duration
+
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise UsageError(f"--time-limit {value}: must be more than zero")
+    return seconds
+
+
 RefArgument = Annotated[
     str,
     typer.Argument(

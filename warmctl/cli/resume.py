@@ -15,7 +15,9 @@ from warmctl.cli.options import (
     file_locks_option,
     flag,
     output_for,
+    parse_time_limit,
     resume_tcp_option,
+    time_limit_option,
 )
 
 
@@ -54,6 +56,7 @@ def command(
              help="Refuse (exit 6) a snapshot from another host when this host "
                   "differs: CPU flags, kernel, CRIU, podman, runtime, image."),
     ] = False,
+    time_limit: Annotated[str | None, time_limit_option(what="restore")] = None,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -72,6 +75,7 @@ def command(
         file_locks=file_locks,
         strict=strict,
         volumes=volumes,
+        time_limit=parse_time_limit(time_limit),
     )
     catalogue = app.catalogue()
     # NAME means its newest generation now: pin it, so that what is resumed and what is

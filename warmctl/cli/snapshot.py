@@ -16,7 +16,9 @@ from warmctl.cli.options import (
     label_option,
     leave_running_option,
     output_for,
+    parse_time_limit,
     snapshot_tcp_option,
+    time_limit_option,
 )
 
 
@@ -37,6 +39,7 @@ def command(
     compress: Annotated[str, compress_option()] = "zstd",
     tcp_established: Annotated[bool, snapshot_tcp_option()] = True,
     file_locks: Annotated[bool, file_locks_option()] = False,
+    time_limit: Annotated[str | None, time_limit_option()] = None,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -56,6 +59,7 @@ def command(
         tcp_established=tcp_established,
         file_locks=file_locks,
         labels=parse_labels(label or []),
+        time_limit=parse_time_limit(time_limit),
     )
     snapshot_name = name if name is not None else default_snapshot_name(container)
     catalogue = app.catalogue()

@@ -17,7 +17,9 @@ from warmctl.cli.options import (
     label_option,
     leave_running_option,
     output_for,
+    parse_time_limit,
     snapshot_tcp_option,
+    time_limit_option,
 )
 
 _CONTAINER = "Container options"
@@ -107,6 +109,7 @@ def command(
     compress: Annotated[str, compress_option(_SNAP)] = "zstd",
     tcp_established: Annotated[bool, snapshot_tcp_option(_SNAP)] = True,
     file_locks: Annotated[bool, file_locks_option(_SNAP)] = False,
+    time_limit: Annotated[str | None, time_limit_option(_SNAP)] = None,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -143,6 +146,7 @@ def command(
             tcp_established=tcp_established,
             file_locks=file_locks,
             labels=parse_labels(label or []),
+            time_limit=parse_time_limit(time_limit),
         ),
         keep_on_failure=keep_on_failure,
     )
