@@ -736,9 +736,18 @@ class RegistryClient:
                                body=lambda: manifest)
         return reply.header("Docker-Content-Digest") or sha256_digest(manifest)
 
-    def get_manifest(self) -> tuple[bytes, str, str]:
-        """The manifest ``ref`` names: (bytes, media type, digest), its digest checked."""
-        reference = self.ref.manifest_reference
+    def find_manifest(self, tag: str) -> tuple[bytes, str, str] | None:
+        """The manifest under ``tag`` in this repository (a signature's, say), or None."""
+        try:
+            return self.get_manifest(tag)
+        except NotFoundError:
+            return None
+
+    def get_manifest(self, reference: str | None = None) -> tuple[bytes, str, str]:
+        """The manifest ``ref`` names, or ``reference`` (a tag or digest) in the same
+        repository: (bytes, media type, digest), its digest checked."""
+        explicit = reference is not None
+        reference = reference or self.ref.manifest_reference
         with self._network("read manifest"):
             resp = self._send("GET", self._url(f"manifests/{reference}"),
                               {"Accept": _ACCEPT_MANIFESTS})
@@ -750,7 +759,7 @@ class RegistryClient:
                 raise IntegrityError(f"{self.ref}: manifest larger than "
                                      f"{MAX_MANIFEST_BYTES} bytes: not a warmctl snapshot")
         digest = sha256_digest(body)
-        claimed = self.ref.digest or reply.header("Docker-Content-Digest")
+        claimed = (None if explicit else self.ref.digest) or reply.header("Docker-Content-Digest")
         if claimed and claimed.startswith("sha256:") and claimed != digest:
             raise IntegrityError(f"{self.ref}: the manifest received hashes to {digest[:23]}..., "
                                  f"not {claimed[:23]}...")

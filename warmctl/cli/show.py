@@ -43,6 +43,9 @@ def command(
     for key, value in snap.extra.get("warm", {}).items():
         pairs.append((f"warm.{key}", str(value)))
     for key, value in snap.extra.get("pulled", {}).items():
+        if key == "signed_by":
+            value = (f"{value['key']} ({value['fingerprint']})" if isinstance(value, dict)
+                     else "- (not verified)")
         pairs.append((f"pulled.{key}", str(value)))
     pairs += [
         ("archive.image", summary.image_name),
