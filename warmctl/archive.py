@@ -188,19 +188,8 @@ def configuration_tar(path: Path, *, within: int,
 
     Raises IntegrityError when that part of the archive is damaged.
     """
-    found: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
-    try:
-        with _open_tar(path, detect_compression(path)) as (tar, stream):
-            for member in tar:
-                if member.name in (CONFIG, SPEC) and member.isfile():
-                    found[member.name] = (member, _read_small(tar, member))
-                if len(found) == 2 or stream.length > within:
-                    break
-    except _BadContent as exc:
-        raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
-    except _READ_ERRORS as exc:
-        raise IntegrityError(f"{path} is damaged or truncated: {one_line(exc)}") from exc
-    if len(found) < 2:
+    found = _configuration_members(path, within)
+    if found is None:
         return None
     if edit_spec is not None:
         member, data = found[SPEC]
@@ -213,6 +202,30 @@ def configuration_tar(path: Path, *, within: int,
             header.size, header.mode, header.mtime = len(data), member.mode & 0o777, member.mtime
             copy.addfile(header, io.BytesIO(data))
     return out.getvalue()
+
+
+def configuration_files(path: Path, *, within: int) -> tuple[bytes, bytes] | None:
+    """config.dump and spec.dump as podman will read them (see configuration_tar), read from
+    the tar stream, never extracted; None when they are not in the first ``within`` bytes."""
+    found = _configuration_members(path, within)
+    return (found[CONFIG][1], found[SPEC][1]) if found else None
+
+
+def _configuration_members(path: Path, within: int) \
+        -> dict[str, tuple[tarfile.TarInfo, bytes]] | None:
+    found: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
+    try:
+        with _open_tar(path, detect_compression(path)) as (tar, stream):
+            for member in tar:
+                if member.name in (CONFIG, SPEC) and member.isfile():
+                    found[member.name] = (member, _read_small(tar, member))
+                if len(found) == 2 or stream.length > within:
+                    break
+    except _BadContent as exc:
+        raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
+    except _READ_ERRORS as exc:
+        raise IntegrityError(f"{path} is damaged or truncated: {one_line(exc)}") from exc
+    return found if len(found) == 2 else None
 
 
 @contextmanager

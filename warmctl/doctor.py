@@ -516,6 +516,23 @@ def snapshot_checks(facts: HostFacts, snapshot: Snapshot, image_id: str | None) 
             for c in hostcompat.compare(snapshot, here, image_id)]
 
 
+def host_access_check(catalogue: Catalogue, snapshot: Snapshot) -> Check:
+    """``--snapshot REF``: the host access its container asks for (spec_policy.py); a warning
+    for a pulled snapshot, which resume refuses without --allow-host-access."""
+    from warmctl import spec_policy
+    from warmctl.snapshots import from_registry
+
+    with catalogue.hold_archive(snapshot) as held:
+        access = spec_policy.archive_host_access(held.path)
+    if not access:
+        return Check("access", OK, f"{snapshot.ref}: asks for no host access")
+    detail = f"{snapshot.ref} asks for host access: {'; '.join(access)}"
+    if from_registry(snapshot):
+        return Check("access", WARN, detail,
+                     "resume refuses it unless given --allow-host-access")
+    return Check("access", OK, detail)
+
+
 def can_checkpoint(checks: Sequence[Check]) -> bool:
     """Warnings do not stop checkpointing; failures do."""
     return all(check.status != FAIL for check in checks)

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from warmctl import archive
+from warmctl import archive, spec_policy
 from warmctl.criu_config import spec_for_restore
 from warmctl.errors import IntegrityError
 
@@ -63,21 +63,30 @@ class ArchiveFeed:
     reads get only the configuration tar (0: every read gets the whole archive). ``advance``
     receives the number of bytes fed to an import read. ``criu_config``: a CRIU configuration
     file for the restore, named in the configuration tar's spec (see criu_config.py; without
-    one, that spec loses any file an earlier warmctl restore named).
+    one, that spec loses any file an earlier warmctl restore named). ``confine``: a snapshot
+    from a registry: its spec loses the annotations that steer CRIU or the runtime
+    (spec_policy.py), and it is never fed without that edit.
     """
 
     def __init__(self, source: Path, expected_sha256: str, *, plain_bytes: int | None = None,
                  label: str = "", config_reads: int = CONFIG_READS,
-                 advance: Advance | None = None, criu_config: Path | None = None) -> None:
+                 advance: Advance | None = None, criu_config: Path | None = None,
+                 confine: bool = False) -> None:
         self.source = source
         self.label = label or source.name  # names the archive in errors: a snapshot's ref
         self.reads: list[str] = []  # "config" or "archive", one per read podman made
         self._expected = expected_sha256
         self._plain_bytes = plain_bytes if archive.checks_itself(source) else None
-        edit_spec = functools.partial(spec_for_restore, config_file=criu_config)
+        edit_spec: Callable[[bytes, bytes], bytes] = functools.partial(
+            spec_for_restore, config_file=criu_config)
+        if confine:
+            edit_spec = confining(edit_spec)
         self._config_tar = (archive.configuration_tar(source, within=_CONFIG_SEARCH_LIMIT,
                                                       edit_spec=edit_spec)
                             if config_reads else None)
+        if confine and self._config_tar is None:
+            raise IntegrityError(f"{self.label}: its spec cannot be given to podman without "
+                                 "the annotations that steer CRIU: refused")
         self._config_reads = config_reads if self._config_tar is not None else 0
         self._advance = advance or (lambda _: None)
         self._damage: str | None = None
@@ -289,6 +298,14 @@ class _HeldEnd:
     def _send(self, data: bytes) -> None:
         self._write(data)
         self.sent += len(data)
+
+
+def confining(edit_spec: Callable[[bytes, bytes], bytes]) -> Callable[[bytes, bytes], bytes]:
+    """spec_policy.confine first (a registry's annotations out), then ``edit_spec`` (warmctl's
+    own in)."""
+    def edit(config_dump: bytes, spec_dump: bytes) -> bytes:
+        return edit_spec(config_dump, spec_policy.confine(config_dump, spec_dump))
+    return edit
 
 
 def _sha256_in_background(path: Path) -> str:

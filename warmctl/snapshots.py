@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from warmctl import archive, criu_config, feed, host, hostcache, hostcompat, transcode
+from warmctl import archive, criu_config, feed, host, hostcache, hostcompat, spec_policy, transcode
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
 from warmctl.diagnose import criu_errors, diagnose
 from warmctl.errors import (
@@ -246,6 +246,7 @@ class ResumeOptions:
     tcp_established: bool = False
     file_locks: bool = False
     strict: bool = False  # refuse a snapshot from a host that differs (hostcompat)
+    allow_host_access: bool = False  # resume a pulled snapshot whatever it asks (spec_policy)
 
 
 @dataclass(frozen=True)
@@ -289,6 +290,10 @@ def resume_snapshot(
             return _resumed(target, restored, interrupted)
     # The archive is read through a hard link that a concurrent rm or prune cannot take away.
     with catalogue.hold_archive(snapshot) as held:
+        if from_registry(snapshot) and not options.allow_host_access:
+            # Before anything is removed or restored (spec_policy.py).
+            spec_policy.refuse_host_access(snapshot.ref,
+                                           spec_policy.archive_host_access(held.path))
         if existing is not None:
             # Otherwise the digest is checked while podman reads; here a damaged archive
             # must not cost the user the container it was to replace.
@@ -401,13 +406,16 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, targ
     failed without reading the whole archive, it may have imported only the configuration
     tar (a podman that reads differently): then it is tried once more, with whole archives.
     """
-    for config_reads in (feed.CONFIG_READS, 0):
+    # A registry's spec reaches podman only edited (spec_policy.py): no whole-archive retry.
+    confine = from_registry(snapshot)
+    for config_reads in (feed.CONFIG_READS,) if confine else (feed.CONFIG_READS, 0):
         # Only a configuration read can name CRIU's configuration (see criu_config.py).
         with (criu_config.for_one_restore() if config_reads
               else contextlib.nullcontext()) as config_file, \
                 feed.ArchiveFeed(source, snapshot.sha256, plain_bytes=snapshot.plain_bytes,
                                  label=snapshot.ref, config_reads=config_reads,
-                                 advance=progress.advance, criu_config=config_file) as fed:
+                                 advance=progress.advance, criu_config=config_file,
+                                 confine=confine) as fed:
             try:
                 restored, interrupted = _let_podman_finish(lambda: podman.restore(
                     fed.path,
@@ -418,7 +426,7 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, targ
                 ), progress)
             except PodmanError:
                 fed.verify()  # damage explains the failure better than podman's message
-                if fed.archive_was_read or not config_reads:
+                if fed.archive_was_read or not config_reads or confine:
                     raise
                 log.debug("podman failed after reading only the configuration (%s): "
                           "trying again with the whole archive for every read", fed.reads)
@@ -427,6 +435,11 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, targ
         fed.verify()
         return restored, interrupted
     raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+def from_registry(snapshot: Snapshot) -> bool:
+    """Pulled: its spec was written by whoever pushed it."""
+    return "pulled" in snapshot.extra
 
 
 def _remove_leftover(podman: Podman, target: str, *, running_too: bool) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Containers, Warmctl, podman
+from support import IMAGES, Containers, Warmctl, podman
 from test_core_verbs import assert_all_back, fill, start_looper, start_memcached
 from test_registry_roundtrip import Registry, registry
 
@@ -249,3 +249,58 @@ def test_refusals_leave_the_catalogue_unchanged(
     assert pulled["ref"] == "unsigned@1" and pulled["pulled"]["signed_by"] is None
     assert re.search(r"^pulled\.signed_by +- \(not verified\)$", other("show", "unsigned").stdout,
                      re.MULTILINE)
+
+
+def test_a_pulled_snapshot_cannot_reach_past_its_container(
+    warmctl: Warmctl, containers: Containers, registry: Registry, tmp_path: Path
+) -> None:
+    """A container with a host directory bind-mounted and annotations that would steer
+    CRIU and crun: pulled elsewhere, resume refuses the host path (exit 6) until
+    --allow-host-access, and the restored container has none of the pusher's annotations."""
+    shared = tmp_path / "host-dir"
+    shared.mkdir()
+    pusher_conf = tmp_path / "pusher-criu.conf"
+    pwned = tmp_path / "pwned.log"  # where CRIU logs when it obeys the pusher's file
+    pusher_conf.write_text(f"log-file {pwned}\n")
+    name = containers.name("bound")
+    podman("run", "--detach", "--name", name, "--volume", f"{shared}:/shared",
+           "--annotation", f"org.criu.config={pusher_conf}",
+           "--annotation", "run.oci.keep_original_groups=1",
+           "--annotation", "custom.note=pusher", IMAGES["busybox"], "sh", "-c",
+           "i=0; while true; do i=$((i+1)); echo $i > /shared/count; sleep 0.1; done")
+    warmctl("snapshot", name, "bound")
+    assert pwned.exists()  # the checkpoint, on the pusher's host, obeyed it
+    pwned.unlink()
+    podman("rm", "--force", "--time", "0", name)
+    dest = f"{registry.host}/warm/bound:v1"
+    warmctl("push", "bound", dest, "--tls-verify=false")
+    accept = write_policy(tmp_path / "accept.json",
+                          {"default": [{"type": "insecureAcceptAnything"}]})
+
+    # On the recording host it is not refused; show lists the access all the same.
+    assert f"host path {shared} at /shared" in warmctl("show", "bound").stdout
+    elsewhere = Warmctl(tmp_path / "elsewhere")
+    elsewhere("pull", dest, "--tls-verify=false", "--signature-policy", str(accept))
+    shown = elsewhere("show", "bound", "--json").json()
+    assert isinstance(shown, dict)
+    assert shown["host_access"] == [f"host path {shared} at /shared"]
+    report = elsewhere("doctor", "--snapshot", "bound", "--json", check=False).json()
+    assert isinstance(report, dict)
+    [access] = [c for c in report["checks"] if c["name"] == "access"]
+    assert access["status"] == "warn" and str(shared) in access["detail"]
+
+    refused = elsewhere("resume", "bound", check=False)
+    assert refused.returncode == 6, refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert (f"bound@1 came from a registry and asks for host access: host path {shared} at "
+            "/shared") in refused.stderr
+    assert podman("container", "exists", name, check=False).returncode == 1
+
+    assert elsewhere("resume", "bound", "--allow-host-access").stdout.strip() == name
+    annotations = json.loads(podman("container", "inspect", "--format",
+                                    "{{json .Config.Annotations}}", name).stdout)
+    assert "custom.note" not in annotations
+    assert "run.oci.keep_original_groups" not in annotations
+    assert annotations.get("org.criu.config", "/run/warmctl/criu/").startswith(
+        "/run/warmctl/criu/")
+    assert not pwned.exists()

@@ -44,6 +44,13 @@ def command(
              help="Refuse (exit 6) a snapshot from another host when this host "
                   "differs: CPU flags, kernel, CRIU, podman, runtime, image."),
     ] = False,
+    allow_host_access: Annotated[
+        bool,
+        flag("--allow-host-access",
+             help="Resume a snapshot pulled from a registry even if its container asks for "
+                  "host access (privileged, host namespaces or paths, devices, capabilities, "
+                  "hooks); otherwise that is refused (exit 6)."),
+    ] = False,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -61,6 +68,7 @@ def command(
         tcp_established=tcp_established,
         file_locks=file_locks,
         strict=strict,
+        allow_host_access=allow_host_access,
     )
     catalogue = app.catalogue()
     # NAME means its newest generation now: pin it, so that what is resumed and what is
