@@ -39,6 +39,7 @@ class RegistryOptions:
     authfile: Path | None = None
     chunk_size: int = DEFAULT_CHUNK_SIZE
     signature_policy: Path | None = None  # pull: --signature-policy, else podman's files
+    cert_dir: Path | None = None  # --cert-dir, else certs.d (transport.py)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ def push_destination(destination: str, snapshot: Snapshot) -> Reference:
 def _client(ref: Reference, options: RegistryOptions, *, push: bool) -> RegistryClient:
     credentials = find_credentials(ref, authfile=options.authfile)
     return RegistryClient(ref, push=push, tls_verify=options.tls_verify,
-                          credentials=credentials, chunk_size=options.chunk_size)
+                          credentials=credentials, chunk_size=options.chunk_size,
+                          cert_dir=options.cert_dir)
 
 
 def push_snapshot(catalogue: Catalogue, ref: Ref, destination: str, options: RegistryOptions,

@@ -8,6 +8,7 @@ import typer
 
 from warmctl.cli.options import (
     AuthfileOption,
+    CertDirOption,
     JsonOption,
     QuietOption,
     TlsVerifyOption,
@@ -39,6 +40,7 @@ def command(
     ] = None,
     tls_verify: TlsVerifyOption = "true",
     authfile: AuthfileOption = None,
+    cert_dir: CertDirOption = None,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -54,7 +56,7 @@ def command(
     from warmctl.sharing import pull_snapshot
 
     options = dataclasses.replace(
-        registry_options(tls_verify, authfile),
+        registry_options(tls_verify, authfile, cert_dir),
         signature_policy=Path(signature_policy) if signature_policy else None)
     out = output_for(json_mode, quiet)
     catalogue = app_of(ctx).catalogue()

@@ -8,6 +8,7 @@ import typer
 
 from warmctl.cli.options import (
     AuthfileOption,
+    CertDirOption,
     JsonOption,
     QuietOption,
     RefArgument,
@@ -40,6 +41,7 @@ def command(
     ] = None,
     tls_verify: TlsVerifyOption = "true",
     authfile: AuthfileOption = None,
+    cert_dir: CertDirOption = None,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -56,7 +58,7 @@ def command(
     from warmctl.sharing import SigningOptions, push_snapshot
 
     parsed = parse_ref(ref)
-    options = registry_options(tls_verify, authfile)
+    options = registry_options(tls_verify, authfile, cert_dir)
     if passphrase_file and not sign_key:
         raise UsageError("--sign-passphrase-file needs --sign-by-sigstore-private-key")
     signing = (SigningOptions(Path(sign_key), Path(passphrase_file) if passphrase_file else None)
