@@ -203,6 +203,11 @@ def load_private_key(path: Path, passphrase_file: Path | None = None) \
     from cryptography.hazmat.primitives.asymmetric import ec
 
     data = _read(path, "signing key")
+    if re.search(rb"-----BEGIN ENCRYPTED (?:SIGSTORE|COSIGN) PRIVATE KEY-----", data):
+        # scrypt and NaCl secretbox: cryptography has no XSalsa20, and a second crypto
+        # library for one key format is not worth it.
+        raise UsageError(f"signing key {path} is in cosign's own encrypted format, which "
+                         "warmctl does not read: give a PEM key (PKCS#8, encrypted or not)")
     passphrase = None
     if passphrase_file is not None:
         # Without the line end, as podman reads --sign-passphrase-file.

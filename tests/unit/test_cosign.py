@@ -109,6 +109,11 @@ def test_keys_of_the_wrong_kind(tmp_path: Path) -> None:
     (tmp_path / "junk").write_text("hello")
     with pytest.raises(UsageError, match="not a PEM private key"):
         cosign.load_private_key(tmp_path / "junk")
+    (tmp_path / "cosign.key").write_text("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n"
+                                         "eyJrZGYiOnt9fQ==\n"
+                                         "-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
+    with pytest.raises(UsageError, match="cosign's own encrypted format"):
+        cosign.load_private_key(tmp_path / "cosign.key")
     with pytest.raises(UsageError, match="does not exist"):
         cosign.load_private_key(tmp_path / "missing")
     with pytest.raises(WarmctlError, match="no PEM public key"):
