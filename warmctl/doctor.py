@@ -23,7 +23,7 @@ from typing import Any, Literal
 from warmctl import criu_config, host, hostcompat
 from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.diagnose import RUNC_FIX, USE_RUNC, criu_errors, diagnose, ulimits_fix
-from warmctl.errors import CheckpointError, WarmctlError
+from warmctl.errors import CheckpointError, IntegrityError, WarmctlError
 from warmctl.podman import HostVersions, Podman, containers_conf_files
 from warmctl.snapshots import keep_criu_log
 from warmctl.units import format_size
@@ -522,8 +522,12 @@ def host_access_check(catalogue: Catalogue, snapshot: Snapshot) -> Check:
     from warmctl import spec_policy
     from warmctl.snapshots import from_registry
 
-    with catalogue.hold_archive(snapshot) as held:
-        access = spec_policy.archive_host_access(held.path)
+    try:
+        with catalogue.hold_archive(snapshot) as held:
+            access = spec_policy.archive_host_access(held.path)
+    except IntegrityError as err:
+        return Check("access", WARN, f"{snapshot.ref}: cannot read its spec: {err.message}",
+                     f"warmctl verify {snapshot.ref}")
     if not access:
         return Check("access", OK, f"{snapshot.ref}: asks for no host access")
     detail = f"{snapshot.ref} asks for host access: {'; '.join(access)}"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from warmctl import artifact, cosign, trust_policy
 from warmctl.catalogue import Catalogue, Snapshot
-from warmctl.errors import IntegrityError, UsageError
+from warmctl.errors import IntegrityError, NotFoundError, UsageError
 from warmctl.output import Progress
 from warmctl.refs import Ref, validate_name
 from warmctl.registry import (
@@ -236,7 +236,10 @@ def _signatures(client: RegistryClient, manifest_digest: str) \
     signatures = []
     for layer in cosign.signature_layers(found[0]):
         out = io.BytesIO()
-        digest = client.fetch_blob(layer.digest, layer.size, out, lambda _: None)
+        try:
+            digest = client.fetch_blob(layer.digest, layer.size, out, lambda _: None)
+        except (NotFoundError, IntegrityError):
+            continue  # a payload that is missing or too long counts as no signature
         if f"sha256:{digest}" == layer.digest:  # else it counts as no signature
             signatures.append(trust_policy.FoundSignature(out.getvalue(), layer.signature))
     return signatures

@@ -187,3 +187,21 @@ def test_the_users_policy_file_comes_before_the_systems(
     code, _, err = run(capsys, "--home", str(tmp_path / "h"), "pull", dest,
                        "--tls-verify=false")
     assert code == ExitCode.INTEGRITY and str(user_policy) in err
+
+
+def test_a_signature_whose_payload_is_missing_counts_as_none(
+        home: Path, tmp_path: Path, registry: FakeRegistry,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    private, public = make_key_pair(tmp_path, "k")
+    dest = f"{registry.host}/warm/mc:v1"
+    code, out, err = run(capsys, "push", "mc", dest, "--tls-verify=false", "--json",
+                         "--sign-by-sigstore-private-key", str(private))
+    assert code == ExitCode.OK, err
+    manifest, _ = registry.manifests[("warm/mc", json.loads(out)["signature"]["tag"])]
+    [layer] = cosign.signature_layers(manifest)
+    del registry.blobs[layer.digest]
+    policy = write_policy(tmp_path / "policy.json", f"{registry.host}/warm", public)
+    code, _, err = run(capsys, "--home", str(tmp_path / "h"), "pull", dest,
+                       "--tls-verify=false", "--signature-policy", str(policy))
+    assert code == ExitCode.INTEGRITY, err
+    assert "it is not signed" in err
