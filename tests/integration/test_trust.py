@@ -226,6 +226,13 @@ def test_refusals_leave_the_catalogue_unchanged(
     other("pull", f"{base}:signed", "--tls-verify=false", "--signature-policy",
           str(write_policy(tmp_path / "ok.json", require_trusted)))
     before = other("list", "--json").json()
+    # The snapshots' own blobs (config and archive), which a refused pull must not fetch.
+    snapshot_blobs = {
+        descriptor["digest"]
+        for tag in ("stranger", "unsigned", "moved", "forged", "corrupt")
+        for manifest in [json.loads(get_manifest(registry, repo, tag))]
+        for descriptor in [manifest["config"], *manifest["layers"]]}
+    log_start = registry.log.stat().st_size
     for tag, document, expected, detail in cases:
         policy = write_policy(tmp_path / "policy.json", document)
         result = other("pull", f"{base}:{tag}", "--tls-verify=false", "--signature-policy",
@@ -237,6 +244,11 @@ def test_refusals_leave_the_catalogue_unchanged(
         assert expected in result.stderr and detail in result.stderr, (tag, result.stderr)
         assert other("list", "--json").json() == before, tag
         assert list((other.home / "tmp").iterdir()) == [], tag
+    with registry.log.open("rb") as log:
+        log.seek(log_start)
+        fetched = re.findall(rb'"GET /v2/warm/looper/blobs/(sha256:[0-9a-f]{64})', log.read())
+    assert fetched, "the access log shows the signature payloads fetched"
+    assert not {digest.decode() for digest in fetched} & snapshot_blobs
 
     # insecureAcceptAnything, in a scope more specific than one that requires the key, takes
     # the unsigned snapshot.
