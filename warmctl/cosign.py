@@ -212,16 +212,18 @@ def load_private_key(path: Path, passphrase_file: Path | None = None) \
     if passphrase_file is not None:
         # Without the line end, as podman reads --sign-passphrase-file.
         passphrase = _read(passphrase_file, "passphrase file").rstrip(b"\r\n")
-    try:
-        key = serialization.load_pem_private_key(data, password=passphrase or None)
-    except TypeError as exc:
-        if passphrase_file is None:
-            raise UsageError(f"signing key {path} is encrypted: give its passphrase with "
-                             "--sign-passphrase-file") from exc
+    # PKCS#8's "ENCRYPTED PRIVATE KEY", or the legacy "Proc-Type: 4,ENCRYPTED".
+    encrypted = b"ENCRYPTED" in data
+    if encrypted and passphrase_file is None:
+        raise UsageError(f"signing key {path} is encrypted: give its passphrase with "
+                         "--sign-passphrase-file")
+    if not encrypted and passphrase_file is not None:
         raise UsageError(f"signing key {path} is not encrypted: leave out "
-                         "--sign-passphrase-file") from exc
-    except ValueError as exc:
-        if passphrase_file is not None and b"ENCRYPTED" in data:
+                         "--sign-passphrase-file")
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase)
+    except (TypeError, ValueError) as exc:
+        if encrypted:
             raise UsageError(f"signing key {path}: wrong passphrase in {passphrase_file}"
                              ) from exc
         raise UsageError(f"signing key {path} is not a PEM private key (make one with "

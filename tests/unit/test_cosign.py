@@ -134,3 +134,21 @@ def test_help_does_not_load_cryptography() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True)
     assert "LOADED []" in result.stdout
+
+
+def test_encrypted_keys_and_passphrases(tmp_path: Path) -> None:
+    raw = openssl("ecparam", "-name", "prime256v1", "-genkey")
+    (tmp_path / "pass").write_text("s3cret\n")
+    (tmp_path / "empty").write_text("")
+    encrypted = tmp_path / "enc.pem"
+    encrypted.write_bytes(openssl("pkcs8", "-topk8", "-passout", f"file:{tmp_path / 'pass'}",
+                                  stdin=raw))
+    plain = tmp_path / "plain.pem"
+    plain.write_bytes(openssl("pkcs8", "-topk8", "-nocrypt", stdin=raw))
+    assert cosign.load_private_key(encrypted, tmp_path / "pass").curve.name == "secp256r1"
+    cases = [(encrypted, None, "is encrypted: give its passphrase"),
+             (encrypted, tmp_path / "empty", "wrong passphrase"),
+             (plain, tmp_path / "pass", "is not encrypted")]
+    for key, passphrase, message in cases:
+        with pytest.raises(UsageError, match=message):
+            cosign.load_private_key(key, passphrase)
