@@ -205,3 +205,26 @@ def test_a_signature_whose_payload_is_missing_counts_as_none(
                        "--tls-verify=false", "--signature-policy", str(policy))
     assert code == ExitCode.INTEGRITY, err
     assert "it is not signed" in err
+
+
+def test_a_snapshot_already_in_the_registry_is_signed_by_pushing_it_again(
+        home: Path, tmp_path: Path, registry: FakeRegistry,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    private, public = make_key_pair(tmp_path, "k")
+    dest = f"{registry.host}/warm/mc:v1"
+    code, out, err = run(capsys, "push", "mc", dest, "--tls-verify=false", "--json")
+    assert code == ExitCode.OK and json.loads(out)["signature"] is None
+    registry.requests.clear()
+    code, out, err = run(capsys, "push", "mc", dest, "--tls-verify=false", "--json",
+                         "--sign-by-sigstore-private-key", str(private))
+    assert code == ExitCode.OK, err
+    again = json.loads(out)
+    assert again["skipped_existing"] is True and again["bytes_uploaded"] == 0
+    assert again["signature"]["tag"] == cosign.signature_tag(again["manifest_digest"])
+    uploads = [r for r in registry.requests if r.startswith(("POST", "PATCH"))]
+    assert len(uploads) == 2  # the payload and the .sig config, nothing of the snapshot
+    policy = write_policy(tmp_path / "policy.json", f"{registry.host}/warm/mc", public)
+    code, out, err = run(capsys, "--home", str(tmp_path / "h"), "pull", dest,
+                         "--tls-verify=false", "--signature-policy", str(policy), "--json")
+    assert code == ExitCode.OK, err
+    assert json.loads(out)["pulled"]["signed_by"]["key"] == str(public)
