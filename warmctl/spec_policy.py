@@ -10,7 +10,10 @@ from a registry that spec was written by whoever pushed it, so on resume:
   (criu_config.py);
 - the host access the spec asks for (``host_access``: privileged, host namespaces, host paths
   bind-mounted, devices, capabilities beyond podman's default set, OCI hooks, which run
-  programs on the host) is refused unless the user allows it (``resume --allow-host-access``).
+  programs on the host), and what config.dump asks beyond it (an exit command, pid files
+  outside podman's run root, a host directory as root file system, this host's secrets, host
+  mounts podman manages), is refused unless the user allows it (``resume
+  --allow-host-access``).
 
 Go's encoding/json, which reads the spec in podman and runc, matches field names without regard
 to case; a spec whose objects hold two keys that differ only in case (or twice the same key)
@@ -41,11 +44,16 @@ DEFAULT_CAPABILITIES = frozenset({
 })
 # The namespaces podman gives a container of its own; one missing is the host's.
 PRIVATE_NAMESPACES = ("pid", "network", "ipc", "uts", "mount")
-# podman's own bind mounts: files of the container in its storage (hosts, resolv.conf,
-# .containerenv, hostname, shm) and named volumes. Anything else is a path of the host.
-_CONTAINER_FILES = re.compile(
-    r"/(?:var/lib|run)/containers/storage/(?:overlay-containers/[0-9a-f]{64}/userdata/"
-    r"[A-Za-z0-9_.-]+|volumes/[A-Za-z0-9][A-Za-z0-9_.-]*/_data)")
+# podman's own bind mounts: files of the container in its storage, at the destinations podman
+# removes from an imported spec and makes afresh (libpod's setupContainer), and the container's
+# named volumes (which podman refuses to import over existing ones). Anything else is a path
+# of the host.
+_USERDATA = re.compile(r"/(?:var/lib|run)/containers/storage/overlay-containers/[0-9a-f]{64}/"
+                       r"userdata(?:/[A-Za-z0-9_.-]+)?")
+_PODMAN_DESTINATIONS = ("/dev/shm", "/etc/resolv.conf", "/etc/hostname", "/etc/hosts",
+                        "/run/.containerenv", "/run/secrets")
+_VOLUME = re.compile(r"/var/lib/containers/storage/volumes/([A-Za-z0-9][A-Za-z0-9_.-]*)/_data")
+_RUN_ROOT = "/run/containers/storage/"  # podman resets pid files under it on import
 _PODMAN_NETNS = re.compile(r"/run/netns/netns-[0-9a-f-]+")
 
 
@@ -102,12 +110,17 @@ def host_access(spec: dict[str, Any], config: dict[str, Any] | None = None) -> l
         elif namespaces[kind] and not (kind == "network"
                                        and _PODMAN_NETNS.fullmatch(str(namespaces[kind]))):
             found.append(f"{kind} namespace {namespaces[kind]}")
+    volumes = {(str(_get(v, "volumeName")), str(_get(v, "dest")))
+               for v in _list(_get(config, "namedVolumes"))}
     for mount in _list(_get(spec, "mounts")):
         options = [str(o) for o in _list(_get(mount, "options"))]
         if _get(mount, "type") == "bind" or {"bind", "rbind"} & set(options):
-            source = str(_get(mount, "source"))
-            if not _CONTAINER_FILES.fullmatch(source) or ".." in source.split("/"):
-                found.append(f"host path {source} at {_get(mount, 'destination')}")
+            source, destination = str(_get(mount, "source")), _get(mount, "destination")
+            volume = _VOLUME.fullmatch(source)
+            own = (_USERDATA.fullmatch(source) and destination in _PODMAN_DESTINATIONS) or (
+                volume is not None and (volume.group(1), destination) in volumes)
+            if not own or ".." in source.split("/"):
+                found.append(f"host path {source} at {destination}")
     for device in _list(_get(linux, "devices")):
         found.append(f"device {_get(device, 'path')}")
     for rule in _list(_get(_get(linux, "resources"), "devices")):
@@ -128,6 +141,31 @@ def host_access(spec: dict[str, Any], config: dict[str, Any] | None = None) -> l
         kinds = sorted(kind for kind, value in hooks.items() if value)
         if kinds:
             found.append(f"OCI hooks run on the host ({', '.join(kinds)})")
+    return found + _config_access(config or {})
+
+
+def _config_access(config: dict[str, Any]) -> list[str]:
+    """What podman's config.dump asks of the host, beyond the spec: podman creates the
+    container from it, keeping most fields (libpod's RestoreContainer)."""
+    found: list[str] = []
+    if _get(config, "exitCommand"):  # conmon runs it on the host when the container exits
+        found.append(f"exit command {' '.join(map(str, _list(_get(config, 'exitCommand'))))}")
+    for field in ("conmonPidFile", "pid_file"):
+        path = _get(config, field)
+        if path and not (str(path).startswith(_RUN_ROOT) and ".." not in str(path).split("/")):
+            found.append(f"pid file written to {path}")
+    if _get(config, "rootfs"):
+        found.append(f"host directory {_get(config, 'rootfs')} as its root file system")
+    secrets = [str(_get(s, "name")) for s in _list(_get(config, "secrets"))]
+    if secrets:
+        found.append(f"this host's podman secrets {', '.join(secrets)}")
+    for path in _list(_get(config, "mounts")):
+        if not _USERDATA.fullmatch(str(path)):
+            found.append(f"host mount {path} handled by podman")
+    if _get(config, "mountAllDevices") is True:
+        found.append("every host device")
+    if _get(config, "sdnotifySocket"):
+        found.append(f"notify socket {_get(config, 'sdnotifySocket')}")
     return found
 
 

@@ -122,3 +122,45 @@ def test_refusal_names_each_access() -> None:
 def test_unclear_specs(data: bytes) -> None:
     with pytest.raises(spec_policy.UnclearSpec):
         spec_policy.parse(data)
+
+
+def test_what_config_dump_asks_of_the_host(real: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """podman keeps most of config.dump when it imports: the fields that reach the host."""
+    original_config, spec = real
+    config = copy.deepcopy(original_config)
+    userdata = str(Path(config["conmonPidFile"]).parent)
+    config.update({
+        "exitCommand": ["/bin/sh", "-c", "id > /tmp/x"],
+        "conmonPidFile": "/etc/shadow",
+        "pid_file": f"{userdata}/pidfile",  # under podman's run root: podman resets it
+        "rootfs": "/",
+        "secrets": [{"name": "db-password", "id": "abc"}],
+        "mounts": [*config["mounts"], "/boot"],
+        "mountAllDevices": True,
+    })
+    assert spec_policy.host_access(spec, config) == [
+        "exit command /bin/sh -c id > /tmp/x",
+        "pid file written to /etc/shadow",
+        "host directory / as its root file system",
+        "this host's podman secrets db-password",
+        "host mount /boot handled by podman",
+        "every host device",
+    ]
+
+
+def test_named_volumes_are_the_containers_own_only_when_declared(
+        real: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    config, original = real
+    spec = copy.deepcopy(original)
+    source = "/var/lib/containers/storage/volumes/cache-data/_data"
+    spec["mounts"].append({"destination": "/data", "type": "bind", "source": source,
+                           "options": ["rbind"]})
+    # Not declared: this host's volume of that name would be mounted.
+    assert spec_policy.host_access(spec, config) == [f"host path {source} at /data"]
+    declared = {**config, "namedVolumes": [{"volumeName": "cache-data", "dest": "/data"}]}
+    assert spec_policy.host_access(spec, declared) == []
+    # A container file of podman's at a destination podman does not replace is the host's.
+    userdata = next(m["source"] for m in original["mounts"] if m["destination"] == "/etc/hosts")
+    spec["mounts"].append({"destination": "/etc/cron.d/x", "type": "bind", "source": userdata,
+                           "options": ["bind"]})
+    assert f"host path {userdata} at /etc/cron.d/x" in spec_policy.host_access(spec, declared)
