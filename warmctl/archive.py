@@ -187,12 +187,6 @@ def verify_structure(path: Path) -> ArchiveSummary:
     return summarize(path)
 
 
-def configuration(path: Path, *, within: int) -> tuple[bytes, bytes] | None:
-    """The bytes of the archive's config.dump and spec.dump, looked for in the first
-    ``within`` bytes of the tar stream only (podman writes them first); None when they are
-    not there. Raises IntegrityError when that part of the archive is damaged."""
-    found = _configuration_members(path, within)
-    return (found[CONFIG][1], found[SPEC][1]) if len(found) == 2 else None
 # After the last member a plain tar has its end marker and padding: zeros, never this much.
 _TRAILER_LIMIT = 1 << 20
 
@@ -236,7 +230,7 @@ def configuration_tar(path: Path, *, within: int,
     Raises IntegrityError when that part of the archive is damaged.
     """
     found = _configuration_members(path, within)
-    if len(found) < 2:
+    if found is None:
         return None
     if edit_dumps is not None:
         config, spec = edit_dumps(found[CONFIG][1], found[SPEC][1])
@@ -254,7 +248,15 @@ def configuration_tar(path: Path, *, within: int,
     return out.getvalue()
 
 
-def _configuration_members(path: Path, within: int) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
+def configuration_files(path: Path, *, within: int) -> tuple[bytes, bytes] | None:
+    """config.dump and spec.dump as podman will read them (see configuration_tar), read from
+    the tar stream, never extracted; None when they are not in the first ``within`` bytes."""
+    found = _configuration_members(path, within)
+    return (found[CONFIG][1], found[SPEC][1]) if found else None
+
+
+def _configuration_members(path: Path, within: int) \
+        -> dict[str, tuple[tarfile.TarInfo, bytes]] | None:
     found: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
     try:
         with _open_tar(path, detect_compression(path)) as (tar, stream):
@@ -267,7 +269,7 @@ def _configuration_members(path: Path, within: int) -> dict[str, tuple[tarfile.T
         raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
     except _READ_ERRORS as exc:
         raise IntegrityError(f"{path} is damaged or truncated: {one_line(exc)}") from exc
-    return found
+    return found if len(found) == 2 else None
 
 
 @contextmanager

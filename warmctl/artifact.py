@@ -153,9 +153,10 @@ def _descriptor(value: Any, source: str, what: str) -> Descriptor:
 
 
 def record_from_config(data: bytes, artifact: Artifact, *, name: str | None, source: str,
-                       manifest_digest: str) -> SnapshotRecord:
+                       manifest_digest: str,
+                       signed_by: dict[str, str] | None = None) -> SnapshotRecord:
     """The catalogue record for a pulled snapshot, named ``name`` (default: the name it was
-    pushed under)."""
+    pushed under); ``signed_by``: the key that verified it ({"key", "fingerprint"})."""
     try:
         config = json.loads(data)
     except ValueError as exc:
@@ -174,7 +175,8 @@ def record_from_config(data: bytes, artifact: Artifact, *, name: str | None, sou
         if isinstance(extra, dict) else {}
     extra["pulled"] = {"source": source, "manifest_digest": manifest_digest,
                        "source_ref": _text(config, "ref", source),
-                       "created": _text(config, "created", source)}
+                       "created": _text(config, "created", source),
+                       "signed_by": signed_by}
     return SnapshotRecord(
         name=name,
         container_name=_text(config, "container", source),

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from warmctl import criu_config, host, hostcompat
 from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.diagnose import RUNC_FIX, USE_RUNC, criu_errors, diagnose, ulimits_fix
-from warmctl.errors import CheckpointError, WarmctlError
+from warmctl.errors import CheckpointError, IntegrityError, WarmctlError
 from warmctl.podman import HostVersions, Podman, containers_conf_files
 from warmctl.snapshots import keep_criu_log
 from warmctl.units import format_size
@@ -532,6 +532,27 @@ def snapshot_checks(facts: HostFacts, snapshot: Snapshot, image_id: str | None) 
     return [Check(f"host-{c.aspect}", OK if c.same else WARN, f"{snapshot.ref}: {c.detail}",
                   c.fix)
             for c in hostcompat.compare(snapshot, here, image_id)]
+
+
+def host_access_check(catalogue: Catalogue, snapshot: Snapshot) -> Check:
+    """``--snapshot REF``: the host access its container asks for (spec_policy.py); a warning
+    for a pulled snapshot, which resume refuses without --allow-host-access."""
+    from warmctl import spec_policy
+    from warmctl.snapshots import from_registry
+
+    try:
+        with catalogue.hold_archive(snapshot) as held:
+            access = spec_policy.archive_host_access(held.path)
+    except IntegrityError as err:
+        return Check("access", WARN, f"{snapshot.ref}: cannot read its spec: {err.message}",
+                     f"warmctl verify {snapshot.ref}")
+    if not access:
+        return Check("access", OK, f"{snapshot.ref}: asks for no host access")
+    detail = f"{snapshot.ref} asks for host access: {'; '.join(access)}"
+    if from_registry(snapshot):
+        return Check("access", WARN, detail,
+                     "resume refuses it unless given --allow-host-access")
+    return Check("access", OK, detail)
 
 
 def can_checkpoint(checks: Sequence[Check]) -> bool:

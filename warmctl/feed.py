@@ -40,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from warmctl import archive
+from warmctl import archive, spec_policy
 from warmctl.criu_config import spec_for_restore
 from warmctl.errors import IntegrityError
 from warmctl.waiting import in_daemon_thread
@@ -67,14 +67,17 @@ class ArchiveFeed:
     ``edit_dumps``: edits config.dump and spec.dump for the configuration reads (a clone's own
     volumes, see volumes.py); with it, an archive whose configuration cannot be found is
     refused. ``mark_spec``: edits that spec further (claim.py marks the container the restore
-    creates).
+    creates). ``confine``: a snapshot from a registry: its spec loses the annotations that
+    steer CRIU or the runtime (spec_policy.py) before warmctl's own edits, and it is never fed
+    without that edit.
     """
 
     def __init__(self, source: Path, expected_sha256: str, *, plain_bytes: int | None = None,
                  label: str = "", config_reads: int = CONFIG_READS,
                  advance: Advance | None = None,
                  edit_dumps: Callable[[bytes, bytes], tuple[bytes, bytes]] | None = None,
-                 mark_spec: Callable[[bytes], bytes] | None = None) -> None:
+                 mark_spec: Callable[[bytes], bytes] | None = None,
+                 confine: bool = False) -> None:
         self.source = source
         self.label = label or source.name  # names the archive in errors: a snapshot's ref
         self.reads: list[str] = []  # "config" or "archive", one per read podman made
@@ -87,6 +90,8 @@ class ArchiveFeed:
         self._plain_bytes = plain_bytes if archive.checks_itself(source) else None
 
         def edit_spec(config_dump: bytes, spec_dump: bytes) -> bytes:
+            if confine:  # a registry's annotations out first, then warmctl's own edits
+                spec_dump = spec_policy.confine(config_dump, spec_dump)
             spec = spec_for_restore(config_dump, spec_dump)
             return mark_spec(spec) if mark_spec is not None else spec
 
@@ -94,7 +99,7 @@ class ArchiveFeed:
                                                       edit_spec=edit_spec,
                                                       edit_dumps=edit_dumps)
                             if config_reads else None)
-        if edit_dumps is not None and self._config_tar is None:
+        if (edit_dumps is not None or confine) and self._config_tar is None:
             raise IntegrityError(f"archive of {self.label}: its configuration must be edited "
                                  "for this restore, and it has none where podman writes it")
         self._config_reads = config_reads if self._config_tar is not None else 0

@@ -26,6 +26,7 @@ from warmctl import (
     host,
     hostcache,
     hostcompat,
+    spec_policy,
     transcode,
     volumes,
 )
@@ -331,6 +332,7 @@ class ResumeOptions:
     strict: bool = False  # refuse a snapshot from a host that differs (hostcompat)
     volumes: str | None = None  # volumes.MODES; None: a clone's own, else the snapshot's
     time_limit: float | None = None  # seconds to wait for podman's restore (waiting.py)
+    allow_host_access: bool = False  # resume a pulled snapshot whatever it asks (spec_policy)
 
     def __post_init__(self) -> None:
         if self.volumes is not None and self.volumes not in volumes.MODES:
@@ -379,6 +381,10 @@ def resume_snapshot(
             return _resumed(target, restored, interrupted)
         # The archive is read through a hard link that a concurrent rm or prune cannot take.
         with catalogue.hold_archive(snapshot) as held:
+            if from_registry(snapshot) and not options.allow_host_access:
+                # Before anything is removed or restored (spec_policy.py).
+                spec_policy.refuse_host_access(snapshot.ref,
+                                               spec_policy.archive_host_access(held.path))
             plan = volumes.plan_for_restore(podman, held.path, target=target,
                                             source_container=snapshot.container_name,
                                             mode=options.volumes, replacing=existing)
@@ -563,13 +569,15 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman,
     plan = plan or volumes.VolumePlan()
     criu_options = criu_config.restore_options(tcp_established=options.tcp_established,
                                                 in_place=False)
-    for config_reads in (feed.CONFIG_READS, 0):
+    # A registry's spec reaches podman only edited (spec_policy.py): no whole-archive retry.
+    confine = from_registry(snapshot)
+    for config_reads in (feed.CONFIG_READS,) if confine else (feed.CONFIG_READS, 0):
         with criu_config.for_one_command(criu_options) as criu_bin, \
                 feed.ArchiveFeed(source, snapshot.sha256, plain_bytes=snapshot.plain_bytes,
                                  label=snapshot.ref, config_reads=config_reads,
                                  advance=progress.advance,
                                  edit_dumps=plan.edit_dumps if plan.renames else None,
-                                 mark_spec=name_claim.mark_spec) as fed:
+                                 mark_spec=name_claim.mark_spec, confine=confine) as fed:
             call = PodmanCall(
                 lambda: podman.restore(
                     fed.path, name=target, publish=options.publish,
@@ -581,7 +589,7 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman,
                 restored, interrupted = call.finish(progress)
             except PodmanError as err:
                 fed.verify()  # damage explains the failure better than podman's message
-                if (fed.archive_was_read or not config_reads or plan.renames
+                if (fed.archive_was_read or not config_reads or plan.renames or confine
                         or not _IMPORTED_CONFIGURATION_ONLY.search(f"{err.message}\n{err.stderr}")):
                     raise
                 log.debug("podman failed after reading only the configuration (%s): "
@@ -602,6 +610,11 @@ def _restore_left_behind(target: str, fed: feed.ArchiveFeed) -> str:
     return (f"podman had not read the whole archive: its restore fails without warmctl, and "
             f"may leave {target} created but not running (see: podman ps -a; remove it with "
             f"podman rm {target})")
+
+
+def from_registry(snapshot: Snapshot) -> bool:
+    """Pulled: its spec was written by whoever pushed it."""
+    return "pulled" in snapshot.extra
 
 
 def check_digest(snapshot: Snapshot, path: Path, progress: Progress) -> None:

@@ -324,7 +324,7 @@ def plan_for_restore(podman: Podman, source: Path, *, target: str, source_contai
     """
     if mode is not None and mode not in MODES:
         raise UsageError(f"--volumes must be one of {', '.join(MODES)}")
-    dumps = archive.configuration(source, within=_CONFIG_SEARCH_LIMIT)
+    dumps = archive.configuration_files(source, within=_CONFIG_SEARCH_LIMIT)
     if dumps is None:
         return VolumePlan()  # podman will say what is wrong with the archive
     try:

@@ -198,7 +198,7 @@ def test_a_clone_gets_new_volumes_filled_from_the_archive(tmp_path: Path) -> Non
         assert filled.extractfile("./log").read() == b"1\n2\n3\n"  # type: ignore[union-attr]
     assert podman.volumes["dbdata"] == b"live"  # the source's, untouched
 
-    config, spec = archive.configuration(source, within=1 << 26) or (b"", b"")
+    config, spec = archive.configuration_files(source, within=1 << 26) or (b"", b"")
     config2, spec2 = made.edit_dumps(config, spec)
     assert json.loads(config2)["namedVolumes"][0]["volumeName"] == "clone-dbdata"
     mounts = {m["destination"]: m["source"] for m in json.loads(spec2)["mounts"]}

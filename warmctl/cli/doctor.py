@@ -65,6 +65,7 @@ def command(
         snap = app.catalogue().get(ref)
         image_id = app.podman.image_id(snap.image_name) if facts.podman else None
         checks += doctor.snapshot_checks(facts, snap, image_id)
+        checks.append(doctor.host_access_check(app.catalogue(), snap))
     ok = doctor.can_checkpoint(checks)
     if json_mode:
         out.json({"ok": ok, "checks": [check.to_dict() for check in checks]})

@@ -136,12 +136,14 @@ def parse_tls_verify(value: str) -> bool:
         raise typer.BadParameter(f"{value!r} is not true or false") from None
 
 
-def registry_options(tls_verify: str, authfile: str | None) -> RegistryOptions:
-    """What push and pull share: --tls-verify and --authfile, checked."""
+def registry_options(tls_verify: str, authfile: str | None,
+                     cert_dir: str | None = None) -> RegistryOptions:
+    """What push and pull share: --tls-verify, --authfile and --cert-dir, checked."""
     from warmctl.sharing import RegistryOptions
 
     return RegistryOptions(tls_verify=parse_tls_verify(tls_verify),
-                           authfile=Path(authfile) if authfile else None)
+                           authfile=Path(authfile) if authfile else None,
+                           cert_dir=Path(cert_dir) if cert_dir else None)
 
 
 def complete_booleans(incomplete: str) -> list[str]:
@@ -154,6 +156,14 @@ TlsVerifyOption = Annotated[
         "--tls-verify", metavar="true|false", autocompletion=complete_booleans,
         help="Require HTTPS with a trusted certificate. false: HTTPS without verification, "
              "or plain HTTP when the registry does not speak TLS (a test registry of your own).",
+    ),
+]
+CertDirOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cert-dir", metavar="PATH", show_default=False,
+        help="Certificates for the registry (*.crt CAs, *.cert/*.key client pairs), instead "
+             "of certs.d/HOST:PORT under ~/.config/containers, /etc/containers, /etc/docker.",
     ),
 ]
 AuthfileOption = Annotated[

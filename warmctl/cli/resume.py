@@ -57,6 +57,13 @@ def command(
                   "differs: CPU flags, kernel, CRIU, podman, runtime, image."),
     ] = False,
     time_limit: Annotated[str | None, time_limit_option(what="restore")] = None,
+    allow_host_access: Annotated[
+        bool,
+        flag("--allow-host-access",
+             help="Resume a snapshot pulled from a registry even if its container asks for "
+                  "host access (privileged, host namespaces or paths, devices, capabilities, "
+                  "hooks); otherwise that is refused (exit 6)."),
+    ] = False,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -76,6 +83,7 @@ def command(
         strict=strict,
         volumes=volumes,
         time_limit=parse_time_limit(time_limit),
+        allow_host_access=allow_host_access,
     )
     catalogue = app.catalogue()
     # NAME means its newest generation now: pin it, so that what is resumed and what is
