@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from typer.models import TyperPath
 
 from warmctl import __version__
 from warmctl.cli import (
@@ -47,11 +48,14 @@ def _version(value: bool) -> None:
 def main_callback(
     ctx: typer.Context,
     home: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--home",
+            # A path as the shell completes it, kept as typed: an empty value must stay "".
+            click_type=TyperPath(),
             metavar="DIR",
-            help="Catalogue directory (default: $WARMCTL_HOME, else the user data directory).",
+            help="Catalogue directory: new, empty, or a catalogue (default: $WARMCTL_HOME, "
+                 "else the user data directory).",
             show_default=False,
         ),
     ] = None,
@@ -62,7 +66,8 @@ def main_callback(
 ) -> None:
     from warmctl.app import App, default_home
 
-    ctx.obj = App(home=home or default_home())
+    # An empty value means the default, for --home as for WARMCTL_HOME.
+    ctx.obj = App(home=Path(home) if home else default_home())
     ctx.call_on_close(ctx.obj.close)
 
 
