@@ -81,3 +81,58 @@ def test_a_closed_stdout_is_said_once_and_the_status_is_what_was_done(
     assert result.returncode == ExitCode.OK, result.stderr
     assert result.stderr.strip() == \
         "warmctl: warning: standard output is closed: results are not printed"
+
+
+# --- what is handed on to podman ----------------------------------------------------------------
+
+from publish_specs import PUBLISH_ACCEPTED, PUBLISH_REFUSED  # noqa: E402
+
+
+@pytest.mark.parametrize("spec", PUBLISH_ACCEPTED)
+def test_publish_specs_podman_accepts_are_accepted(spec: str) -> None:
+    from warmctl.podman_input import validate_publish
+
+    assert validate_publish(spec) == spec
+
+
+@pytest.mark.parametrize("spec", PUBLISH_REFUSED)
+def test_publish_specs_podman_refuses_are_usage_errors(spec: str) -> None:
+    from warmctl.errors import UsageError
+    from warmctl.podman_input import validate_publish
+
+    with pytest.raises(UsageError, match="invalid --publish"):
+        validate_publish(spec)
+
+
+@pytest.mark.parametrize("argv", [
+    ["resume", "x", "--name", "bad name!"],
+    ["resume", "x", "--name", ""],
+    ["resume", "x", "--name", "-dash"],
+    ["resume", "x", "--publish", "notaport"],
+    ["resume", "x", "-p", "99999:80"],
+    ["warm", "img", "x", "--container", "a/b"],
+    ["warm", "img", "x", "--container", ""],
+    ["warm", "img", "x", "-p", "1.2.3:80:80"],
+    ["warm", "img", "x", "--ready-tcp", "0"],
+    ["warm", "img", "x", "--ready-tcp", "99999"],
+    ["push", "x", "localhost:99999/a"],
+    ["push", "x", "localhost:0/a"],
+    ["pull", "localhost:0/a"],
+    ["pull", "127.0.0.1:65536/a"],
+])
+def test_malformed_names_ports_and_publish_specs_are_usage_errors_before_anything_runs(
+        home: Path, argv: list[str]) -> None:
+    # WARMCTL_PODMAN that would fail the test if anything ran it.
+    result = warmctl(home, *argv, env={"WARMCTL_PODMAN": "/nonexistent/podman"})
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("warmctl: error: invalid ")
+
+
+def test_an_empty_publish_is_refused_although_podman_ignores_it() -> None:
+    # `-p "$PORT"` with PORT unset: podman publishes nothing, which is not what was asked.
+    from warmctl.errors import UsageError
+    from warmctl.podman_input import validate_publish
+
+    with pytest.raises(UsageError, match="no container port"):
+        validate_publish("")

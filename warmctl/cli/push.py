@@ -38,9 +38,11 @@ def command(
     the artifact's config. A blob the registry already holds is not sent again.
     """
     from warmctl.refs import parse_ref
+    from warmctl.registry import parse_reference
     from warmctl.sharing import push_snapshot
 
     parsed = parse_ref(ref)
+    parse_reference(destination)  # a malformed destination is exit 2 before anything is read
     options = registry_options(tls_verify, authfile)
     out = output_for(json_mode, quiet)
     catalogue = app_of(ctx).catalogue()

@@ -4,8 +4,10 @@ exit status, and nothing done that the answer does not say."""
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support import IMAGES, Containers, Warmctl, podman
@@ -51,3 +53,45 @@ def test_snapshot_into_a_pipe_whose_reader_left_is_recorded_and_exits_0(
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert [e["ref"] for e in warmctl("list", "--json").json()] == ["piped@1"]
+
+
+def test_publish_specs_are_judged_as_podman_judges_them(containers: Containers) -> None:
+    # The unit tests' table of podman's verdicts, asked of the real podman here.
+    specs = runpy.run_path(str(Path(__file__).parents[1] / "unit" / "publish_specs.py"))
+    accepted: list[str] = specs["PUBLISH_ACCEPTED"]
+    refused: list[str] = specs["PUBLISH_REFUSED"]
+
+    from warmctl.errors import UsageError
+    from warmctl.podman_input import validate_publish
+
+    disagreements = []
+    for index, spec in enumerate(accepted + refused):
+        name = containers.name(f"p{index}")
+        podman_accepts = podman("create", "--name", name, "--publish", spec, IMAGES["busybox"],
+                                "true", check=False).returncode == 0
+        try:
+            validate_publish(spec)
+            we_accept = True
+        except UsageError:
+            we_accept = False
+        if podman_accepts != we_accept:
+            disagreements.append((spec, podman_accepts))
+    assert disagreements == []
+
+
+def test_resume_under_a_name_podman_would_refuse_creates_nothing(
+        warmctl: Warmctl, containers: Containers) -> None:
+    looper = start_looper(containers)
+    warmctl("snapshot", looper, "named", "--leave-running")
+    bad = f"{containers.prefix} bad!"
+    for name in (bad, ""):
+        result = warmctl("resume", "named", "--name", name, check=False)
+        assert result.returncode == 2, result.stderr
+        assert "invalid container name" in result.stderr
+    assert containers.state(bad) is None
+    listed = podman("ps", "--all", "--format", "{{.Names}}").stdout.split("\n")
+    assert [n for n in listed if n.startswith(containers.prefix)] == [looper]
+    result = warmctl("resume", "named", "--name", containers.name("x"), "--publish", "notaport",
+                     check=False)
+    assert result.returncode == 2, result.stderr
+    assert containers.state(containers.name("x")) is None
