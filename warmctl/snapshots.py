@@ -47,7 +47,11 @@ from warmctl.retention import Decision, Generation, Policy, plan_prune, summariz
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}", re.ASCII)
+# C0, DEL and C1 controls: a newline would break list's one line per snapshot, an escape
+# sequence would reach the terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+LABEL_VALUE_MAX = 1024  # bytes of UTF-8; a label is a note, not a payload
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,23 @@ class SnapshotOptions:
 
 
 def parse_labels(items: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` labels, refused (exit 2) with what is wrong: they are printed in `list`'s
+    table, one snapshot per line, so no control characters, and kept in every row's JSON."""
     labels: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not _LABEL_KEY.fullmatch(key):
+        if not sep:
             raise UsageError(f"invalid label {item!r}: expected KEY=VALUE")
+        if not _LABEL_KEY.fullmatch(key):
+            raise UsageError(
+                f"invalid label key {key!r}: use 1 to 128 of ASCII letters, digits, _ . - / "
+                "starting with a letter or digit")
+        if _CONTROL.search(value):
+            raise UsageError(f"invalid label {key}: its value has a control character "
+                             "(newline, tab, escape ...)")
+        if len(value.encode()) > LABEL_VALUE_MAX:
+            raise UsageError(f"invalid label {key}: its value is {len(value.encode())} bytes, "
+                             f"more than the {LABEL_VALUE_MAX} allowed")
         labels[key] = value
     return labels
 

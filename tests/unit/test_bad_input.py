@@ -136,3 +136,32 @@ def test_an_empty_publish_is_refused_although_podman_ignores_it() -> None:
 
     with pytest.raises(UsageError, match="no container port"):
         validate_publish("")
+
+
+# --- labels ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("label", "says"), [
+    ("tier=cache\nx", "control character"),
+    ("tier=a\tb", "control character"),
+    ("tier=\x1b[31mred", "control character"),
+    ("tier=" + "x" * 1025, "1025 bytes, more than the 1024 allowed"),
+    ("tier=" + "é" * 513, "1026 bytes, more than the 1024 allowed"),
+    ("clé=x", "invalid label key 'clé': use 1 to 128 of ASCII"),
+    ("=x", "invalid label key ''"),
+    ("novalue", "expected KEY=VALUE"),
+])
+def test_labels_are_refused_with_what_is_wrong(home: Path, label: str, says: str) -> None:
+    for verb in (["snapshot", "c", "x"], ["warm", "img", "x"]):
+        result = warmctl(home, *verb, "--label", label,
+                         env={"WARMCTL_PODMAN": "/nonexistent/podman"})
+        assert result.returncode == ExitCode.USAGE, result.stderr
+        assert says in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_labels_at_the_limit_and_beyond_ascii_values_are_kept() -> None:
+    from warmctl.snapshots import parse_labels
+
+    value = "é" * 512  # 1024 bytes
+    assert parse_labels([f"note={value}", "a.b/c=x=y", "empty="]) == {
+        "note": value, "a.b/c": "x=y", "empty": ""}
