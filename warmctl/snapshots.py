@@ -515,6 +515,10 @@ def prune_snapshots(catalogue: Catalogue, policy: Policy, names: Sequence[str] =
     the plan, so it cannot be removed by it. A dry run plans exactly the same.
     """
     snapshots = [s for s in catalogue.list_snapshots() if not names or s.name in names]
+    unknown = sorted(set(names) - {s.name for s in snapshots})
+    if unknown:
+        # As rm: a typo must not look like a prune that found nothing to remove.
+        raise NotFoundError(f"no snapshot {', '.join(unknown)}", hint="see: warmctl list")
     by_ref = {s.ref: s for s in snapshots}
     decisions = plan_prune(
         [Generation(s.name, s.generation, s.created, s.size_bytes) for s in snapshots], policy

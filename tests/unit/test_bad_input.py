@@ -3,13 +3,17 @@ a documented exit status, and nothing is done that the answer does not say."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from warmctl.catalogue import Catalogue, SnapshotRecord
 from warmctl.errors import ExitCode
@@ -165,3 +169,53 @@ def test_labels_at_the_limit_and_beyond_ascii_values_are_kept() -> None:
     value = "é" * 512  # 1024 bytes
     assert parse_labels([f"note={value}", "a.b/c=x=y", "empty="]) == {
         "note": value, "a.b/c": "x=y", "empty": ""}
+
+
+# --- prune ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("names", [["nosuch"], ["kept", "nosuch"]])
+def test_prune_of_a_name_that_does_not_exist_is_exit_3_and_removes_nothing(
+        home: Path, names: list[str]) -> None:
+    _publish(home, "kept", 3)
+    result = warmctl(home, "prune", "--keep-last", "1", *names)
+    assert result.returncode == ExitCode.NOT_FOUND, result.stderr
+    assert result.stderr.strip() == "warmctl: error: no snapshot nosuch (see: warmctl list)"
+    listed = warmctl(home, "list", "--json").stdout
+    assert [e["ref"] for e in json.loads(listed)] == ["kept@1", "kept@2", "kept@3"]
+
+
+@pytest.mark.parametrize(("option", "value", "echoed"), [
+    ("--keep-within", "99999999999999999999d", "99999999999999999999d"),
+    ("--keep-within", "123456789012345678901s", "1428898020976223d 3h 15m 1s"),
+    ("--keep-within", "1h30m", "1h 30m"),
+    ("--max-total-size", "99999999999999999999T", "99999999999999999999 TiB"),
+    ("--max-total-size", "123456789012345678901", "123456789012345678901 B"),
+    ("--max-total-size", "1.5T", "1536 GiB"),
+])
+def test_huge_limits_are_echoed_exactly(home: Path, option: str, value: str,
+                                        echoed: str) -> None:
+    _publish(home, "a")
+    result = warmctl(home, "prune", option, value, "--dry-run")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert f" {echoed} " in result.stdout.splitlines()[0] + " "
+
+
+# Limits as typed, read back from their echo: the same number, exactly.
+@given(st.integers(min_value=0, max_value=10**30), st.sampled_from(["", "K", "M", "G", "T"]))
+def test_an_echoed_size_reads_back_as_the_same_number(number: int, unit: str) -> None:
+    from warmctl.units import format_size_exact, parse_size
+
+    size = parse_size(f"{number}{unit}")
+    assert parse_size(format_size_exact(size)) == size
+
+
+@given(st.lists(st.tuples(st.decimals(min_value=0, max_value=10**25, places=3,
+                                      allow_nan=False, allow_infinity=False),
+                          st.sampled_from(["ms", "s", "m", "h", "d", "w"])),
+                min_size=1, max_size=4))
+def test_an_echoed_duration_reads_back_as_the_same_number(
+        parts: list[tuple[Decimal, str]]) -> None:
+    from warmctl.units import format_duration_exact, parse_duration_exact
+
+    seconds = parse_duration_exact("".join(f"{value}{unit}" for value, unit in parts))
+    assert parse_duration_exact(format_duration_exact(seconds)) == seconds
