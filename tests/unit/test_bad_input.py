@@ -51,7 +51,7 @@ def _publish(home: Path, name: str, count: int = 1) -> None:
     cat.close()
 
 
-# --- stdout closed, or its reader gone ----------------------------------------------------------
+# --- stdout closed, or its reader gone -----------------------------------------------------------
 
 def _reader_gone() -> int:
     """The write end of a pipe whose reader has already closed it."""
@@ -87,7 +87,7 @@ def test_a_closed_stdout_is_said_once_and_the_status_is_what_was_done(
         "warmctl: warning: standard output is closed: results are not printed"
 
 
-# --- what is handed on to podman ----------------------------------------------------------------
+# --- what is handed on to podman -----------------------------------------------------------------
 
 from publish_specs import PUBLISH_ACCEPTED, PUBLISH_REFUSED  # noqa: E402
 
@@ -142,7 +142,7 @@ def test_an_empty_publish_is_refused_although_podman_ignores_it() -> None:
         validate_publish("")
 
 
-# --- labels ---------------------------------------------------------------------------------------
+# --- labels --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("label", "says"), [
     ("tier=cache\nx", "control character"),
@@ -171,7 +171,7 @@ def test_labels_at_the_limit_and_beyond_ascii_values_are_kept() -> None:
         "note": value, "a.b/c": "x=y", "empty": ""}
 
 
-# --- prune ----------------------------------------------------------------------------------------
+# --- prune ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("names", [["nosuch"], ["kept", "nosuch"]])
 def test_prune_of_a_name_that_does_not_exist_is_exit_3_and_removes_nothing(
@@ -219,3 +219,39 @@ def test_an_echoed_duration_reads_back_as_the_same_number(
 
     seconds = parse_duration_exact("".join(f"{value}{unit}" for value, unit in parts))
     assert parse_duration_exact(format_duration_exact(seconds)) == seconds
+
+
+# --- an unusable podman --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("program", "says"), [
+    ("/bin/false", "WARMCTL_PODMAN=/bin/false is not a usable podman: `/bin/false --version` "
+                   "exited 1"),
+    ("/bin/true", "WARMCTL_PODMAN=/bin/true is not a usable podman: `/bin/true --version` "
+                  "exited 0"),
+    ("/nonexistent/podman", "WARMCTL_PODMAN=/nonexistent/podman does not exist"),
+    ("/etc/passwd", "WARMCTL_PODMAN=/etc/passwd is not an executable program"),
+    ("no-such-podman-here", "WARMCTL_PODMAN=no-such-podman-here not found on PATH"),
+])
+@pytest.mark.parametrize("argv", [["snapshot", "c", "x"], ["resume", "x"]])
+def test_an_unusable_podman_is_exit_6_in_words_that_say_so(
+        home: Path, program: str, says: str, argv: list[str]) -> None:
+    _publish(home, "x")
+    result = warmctl(home, *argv, env={"WARMCTL_PODMAN": program})
+    assert result.returncode == ExitCode.ENVIRONMENT, result.stderr
+    assert result.stderr.startswith(f"warmctl: error: {says}")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_podman_that_fails_without_a_word_is_still_podman(tmp_path: Path) -> None:
+    """A real podman that fails silently is a podman failure, not an unusable program."""
+    from warmctl.errors import HostError, PodmanError
+    from warmctl.podman import PodmanCLI
+
+    script = tmp_path / "podman"
+    script.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "podman version 4.3.1" && exit 0'
+                      '\nexit 125\n')
+    script.chmod(0o755)
+    podman = PodmanCLI(str(script))
+    with pytest.raises(PodmanError) as info:
+        podman.list_containers()
+    assert not isinstance(info.value, HostError)
