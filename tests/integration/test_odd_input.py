@@ -95,3 +95,18 @@ def test_resume_under_a_name_podman_would_refuse_creates_nothing(
                      check=False)
     assert result.returncode == 2, result.stderr
     assert containers.state(containers.name("x")) is None
+
+
+def test_doctor_with_a_missing_probe_image_says_only_that(warmctl: Warmctl) -> None:
+    result = warmctl("doctor", "--probe-image", "localhost/warmctl-test/no-such-image",
+                     check=False)
+    assert result.returncode == 3, result.stderr
+    assert "checkpointing cannot work here" not in result.stderr
+    assert result.stderr.startswith("warmctl: error: the probe did not run: image "
+                                    "localhost/warmctl-test/no-such-image is not on this host")
+    assert "probe-image" in result.stdout
+    # A host fault next to it still says that checkpointing cannot work.
+    broken = warmctl("doctor", "--probe-image", "localhost/warmctl-test/no-such-image",
+                     check=False, env={"WARMCTL_PODMAN": "/bin/false"})
+    assert broken.returncode == 6
+    assert "checkpointing cannot work here" in broken.stderr
