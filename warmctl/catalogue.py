@@ -208,6 +208,24 @@ class TempFile:
         self.close()
 
 
+class HeldArchive(TempFile):
+    """A hard link to a snapshot's archive in tmp/ (see Catalogue.hold_archive). An error
+    about it that leaves its ``with`` block names the snapshot and its archive instead: the
+    link's PID-UUID.hold name means nothing to the person reading the message."""
+
+    def __init__(self, path: Path, fd: int, snapshot: Snapshot) -> None:
+        super().__init__(path, fd)
+        self.snapshot = snapshot
+
+    def __exit__(self, *exc_info: object) -> None:
+        exc = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(exc, WarmctlError) and str(self.path) in exc.message:
+            subject = f"{self.snapshot.ref}'s archive ({self.snapshot.archive})"
+            exc.message = exc.message.replace(str(self.path), subject)
+            exc.args = (exc.message, *exc.args[1:])
+        self.close()
+
+
 def _secure_mkdir(path: Path) -> None:
     """Create a 0700 directory whatever the umask. An existing one keeps its mode: --home
     may name a directory that is not warmctl's to change (doctor warns when it is open)."""
@@ -436,7 +454,7 @@ class Catalogue:
         os.rename(creating, path)
         return TempFile(path, fd)
 
-    def hold_archive(self, snapshot: Snapshot) -> TempFile:
+    def hold_archive(self, snapshot: Snapshot) -> HeldArchive:
         """A locked hard link to a snapshot's archive, so that a concurrent rm or prune
         cannot pull the file from under a resume or verify that is reading it."""
         stem = f"{os.getpid()}-{uuid.uuid4().hex}"
@@ -453,7 +471,7 @@ class Catalogue:
         # As in new_temp_file: locked before it gets a name the sweep looks at.
         path = self.tmp_dir / f"{stem}.hold"
         os.rename(creating, path)
-        return TempFile(path, fd)
+        return HeldArchive(path, fd, snapshot)
 
     def rescue(self, path: Path, name: str) -> Path:
         """Move a checkpoint that could not be recorded to rescued/, where no sweep touches

@@ -478,6 +478,24 @@ def compare_digest(snapshot: Snapshot, digest: str) -> None:
         )
 
 
+def record_disagreements(snapshot: Snapshot, summary: archive.ArchiveSummary,
+                         archive_bytes: int) -> list[str]:
+    """Where an archive's own contents contradict the snapshot's record (e.g. a file swapped
+    in from another snapshot): what `show` reads from the archive would otherwise be mixed
+    with the record without a word. Only `verify`'s digest proves the archive is the one."""
+    found = []
+    if archive_bytes != snapshot.size_bytes:
+        found.append(f"{archive_bytes} bytes, recorded {snapshot.size_bytes}")
+    if summary.compression != snapshot.compression:
+        found.append(f"{summary.compression} compression, recorded {snapshot.compression}")
+    pairs = (("container id", summary.container_id, snapshot.container_id),
+             ("image id", summary.image_id, snapshot.image_id))
+    for what, in_archive, recorded in pairs:
+        if in_archive and recorded and in_archive != recorded:
+            found.append(f"{what} {in_archive[:12]}, recorded {recorded[:12]}")
+    return found
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     snapshot: Snapshot

@@ -110,3 +110,46 @@ def test_doctor_with_a_missing_probe_image_says_only_that(warmctl: Warmctl) -> N
                      check=False, env={"WARMCTL_PODMAN": "/bin/false"})
     assert broken.returncode == 6
     assert "checkpointing cannot work here" in broken.stderr
+
+
+def test_errors_about_a_damaged_archive_name_the_snapshot_and_its_archive(
+        warmctl: Warmctl, containers: Containers) -> None:
+    looper = start_looper(containers)
+    warmctl("snapshot", looper, "dmg", "--leave-running")
+    archive = warmctl.home / "archives" / "dmg@1.tar"
+    whole = archive.read_bytes()
+    archive.write_bytes(whole[:100])  # cut short
+    for args in (["show", "dmg"], ["resume", "dmg", "--name", containers.name("r")]):
+        result = warmctl(*args, check=False)
+        assert result.returncode == 5, result.stderr
+        assert f"dmg@1's archive ({archive}) is damaged or truncated: 100 bytes that " \
+               "decompress to no tar data" in result.stderr
+        assert ".hold" not in result.stderr and str(warmctl.home / "tmp") not in result.stderr
+    corrupt = bytearray(whole)
+    corrupt[len(whole) // 2 : len(whole) // 2 + 64] = bytes(64)
+    archive.write_bytes(bytes(corrupt))
+    result = warmctl("show", "dmg", check=False)
+    assert result.returncode == 5
+    assert result.stderr.startswith(f"warmctl: error: dmg@1's archive ({archive}) is damaged")
+    assert containers.state(containers.name("r")) is None
+
+
+def test_show_warns_when_the_archive_is_another_snapshots(
+        warmctl: Warmctl, containers: Containers) -> None:
+    first, second = start_looper(containers, "one"), start_looper(containers, "two")
+    warmctl("snapshot", first, "one", "--leave-running")
+    warmctl("snapshot", second, "two")  # stopped: both ways of taking one are compared
+    for ref in ("one", "two"):
+        shown = warmctl("show", ref)
+        assert shown.stderr == "", shown.stderr  # an archive that matches: not a word
+        assert warmctl("show", ref, "--json").json()["archive_disagreements"] == []
+    archives = warmctl.home / "archives"
+    (archives / "one@1.tar").write_bytes((archives / "two@1.tar").read_bytes())
+    shown = warmctl("show", "one")
+    assert shown.returncode == 0
+    assert shown.stderr.startswith("warmctl: warning: one@1's archive does not match its record")
+    info = podman("container", "inspect", "--format", "{{.Id}}", second).stdout.strip()
+    assert f"container id {info[:12]}, recorded" in shown.stderr
+    assert "warmctl verify one@1" in shown.stderr
+    data = warmctl("show", "one", "--json").json()
+    assert any("container id" in d for d in data["archive_disagreements"])

@@ -16,6 +16,7 @@ def command(
     """Show everything recorded about a snapshot, and what its archive says."""
     from warmctl.archive import summarize
     from warmctl.refs import parse_ref
+    from warmctl.snapshots import record_disagreements
     from warmctl.units import format_size
 
     out = output_for(json_mode, quiet)
@@ -23,8 +24,14 @@ def command(
     snap = catalogue.get(parse_ref(ref))
     with catalogue.hold_archive(snap) as held:
         summary = summarize(held.path)
+        disagreements = record_disagreements(snap, summary, held.path.stat().st_size)
+    if disagreements:
+        out.warn(f"{snap.ref}'s archive does not match its record: {'; '.join(disagreements)} "
+                 f"(the archive.* lines describe the archive; check it with: warmctl verify "
+                 f"{snap.ref})")
     if json_mode:
-        out.json({**snap.to_dict(), "archive_contents": summary.to_dict()})
+        out.json({**snap.to_dict(), "archive_contents": summary.to_dict(),
+                  "archive_disagreements": disagreements})
         return
     pairs = [
         ("ref", snap.ref),
