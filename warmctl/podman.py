@@ -279,17 +279,18 @@ class PodmanCLI(Podman):
         self._usable = False  # podman --version answered as podman does
 
     def _run(self, *args: str, timeout: float | None = None,
-             forever: bool = False) -> CommandResult:
+             forever: bool = False, answers_by_status: bool = False) -> CommandResult:
         """podman with ``args``: within ``timeout`` (default: the query timeout), or with no
         time limit at all (``forever``). A program that is missing, or fails without a word
-        and is not podman (``WARMCTL_PODMAN=/bin/false``), is HostError (exit 6)."""
+        and is not podman (``WARMCTL_PODMAN=/bin/false``), is HostError (exit 6).
+        ``answers_by_status``: a silent non-zero exit is podman's answer (``image exists``)."""
         self._require_program()
         # Every podman call gets a session of its own: a Ctrl-C at the terminal reaches
         # warmctl alone, which decides what to stop (never a checkpoint or restore halfway).
         limit = None if forever else (timeout or self.query_timeout)
         result = run_subprocess([self.program, *args], timeout=limit, env=self._env,
                                 own_session=True)
-        if result.returncode != 0 and not result.stderr.strip():
+        if result.returncode != 0 and not result.stderr.strip() and not answers_by_status:
             self.require_usable()  # podman always says why it failed; is this podman?
         return result
 
@@ -422,7 +423,7 @@ class PodmanCLI(Podman):
             line for line in out.splitlines() if line and "<none>" not in line))
 
     def image_exists(self, image: str) -> bool:
-        return self._run("image", "exists", image).returncode == 0
+        return self._run("image", "exists", image, answers_by_status=True).returncode == 0
 
     def image_id(self, image: str) -> str | None:
         result = self._run("image", "inspect", "--format", "{{.Id}}", image)

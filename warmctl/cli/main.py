@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             # failure (results printed through Output never get here: their command goes on).
             discard_stdout()
             return ExitCode.OK
-        sys.stderr.write(f"warmctl: error: {exc.strerror or exc}\n")
+        with contextlib.suppress(OSError):  # stderr may be the pipe that broke
+            sys.stderr.write(f"warmctl: error: {exc.strerror or exc}\n")
         return ExitCode.FAILURE
     except OSError as exc:
         if debug:
