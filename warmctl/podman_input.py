@@ -23,9 +23,13 @@ _PUBLISH_FORMAT = "[[IP:][HOST_PORT]:]CONTAINER_PORT[/tcp|udp|sctp], ports 1-655
     "START-END, e.g. 8080:80 or 127.0.0.1:11211:11211"
 
 
+def is_valid_container_name(name: str) -> bool:
+    return _CONTAINER_NAME.fullmatch(name) is not None and len(name) <= CONTAINER_NAME_MAX
+
+
 def validate_container_name(name: str, *, option: str = "--name") -> str:
     """A container name podman accepts, or UsageError."""
-    if not _CONTAINER_NAME.fullmatch(name) or len(name) > CONTAINER_NAME_MAX:
+    if not is_valid_container_name(name):
         raise UsageError(
             f"invalid container name {name!r} for {option}: use letters, digits, _ . - "
             f"starting with a letter or digit (at most {CONTAINER_NAME_MAX})"

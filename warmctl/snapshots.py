@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from warmctl.errors import (
     UsageError,
     WarmctlError,
 )
+from warmctl.labels import label_problem
 from warmctl.output import Progress
 from warmctl.podman import (
     COMPRESSIONS,
@@ -47,11 +47,6 @@ from warmctl.retention import Decision, Generation, Policy, plan_prune, summariz
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}", re.ASCII)
-# C0, DEL and C1 controls: a newline would break list's one line per snapshot, an escape
-# sequence would reach the terminal.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-LABEL_VALUE_MAX = 1024  # bytes of UTF-8; a label is a note, not a payload
 
 
 @dataclass(frozen=True)
@@ -69,23 +64,15 @@ class SnapshotOptions:
 
 
 def parse_labels(items: Sequence[str]) -> dict[str, str]:
-    """``KEY=VALUE`` labels, refused (exit 2) with what is wrong: they are printed in `list`'s
-    table, one snapshot per line, so no control characters, and kept in every row's JSON."""
+    """``KEY=VALUE`` labels, refused (exit 2) saying what is wrong (see warmctl.labels)."""
     labels: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise UsageError(f"invalid label {item!r}: expected KEY=VALUE")
-        if not _LABEL_KEY.fullmatch(key):
-            raise UsageError(
-                f"invalid label key {key!r}: use 1 to 128 of ASCII letters, digits, _ . - / "
-                "starting with a letter or digit")
-        if _CONTROL.search(value):
-            raise UsageError(f"invalid label {key}: its value has a control character "
-                             "(newline, tab, escape ...)")
-        if len(value.encode()) > LABEL_VALUE_MAX:
-            raise UsageError(f"invalid label {key}: its value is {len(value.encode())} bytes, "
-                             f"more than the {LABEL_VALUE_MAX} allowed")
+        problem = label_problem(key, value)
+        if problem:
+            raise UsageError(problem)
         labels[key] = value
     return labels
 
