@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import sys
 import time
@@ -21,6 +22,13 @@ from warmctl.units import format_duration, format_size
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]  # "\n", "\t", "\x1b"
 
 
 def stdout_reader_gone() -> bool:
@@ -181,6 +189,9 @@ class Output:
         if not rows and empty:
             self.info(empty)
             return
+        # One line per row, whatever a cell holds (a label recorded before labels were
+        # checked): control characters are shown escaped, as Python writes them.
+        rows = [[_CONTROL.sub(_escaped, cell) for cell in row] for row in rows]
         if not sys.stdout.isatty():
             # For pipes, grep and awk: aligned plain columns, never wrapped or cut.
             self._plain_table(columns, rows)

@@ -40,14 +40,16 @@ def warmctl(home: Path, *argv: str, env: dict[str, str] | None = None,
         check=False, timeout=60, stdin=subprocess.DEVNULL, **settings)
 
 
-def _publish(home: Path, name: str, count: int = 1) -> None:
+def _publish(home: Path, name: str, count: int = 1,
+             labels: dict[str, str] | None = None) -> None:
     cat = Catalogue(home).open()
     for _ in range(count):
         with cat.new_temp_file() as temp:
             temp.path.write_bytes(b"archive")
             cat.publish(temp, SnapshotRecord(name=name, container_name="c", container_id="i",
                                              image_name="img", image_id="iid",
-                                             compression="none"), sha256="0" * 64)
+                                             compression="none", labels=labels or {}),
+                        sha256="0" * 64)
     cat.close()
 
 
@@ -161,6 +163,16 @@ def test_labels_are_refused_with_what_is_wrong(home: Path, label: str, says: str
         assert result.returncode == ExitCode.USAGE, result.stderr
         assert says in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_list_keeps_one_line_per_snapshot_whatever_an_older_catalogue_recorded(
+        home: Path) -> None:
+    _publish(home, "old", labels={"note": "two\nlines", "esc": "\x1b[31mred"})
+    _publish(home, "new")
+    lines = warmctl(home, "list").stdout.splitlines()
+    assert len(lines) == 3  # the header and one line each
+    old = next(line for line in lines if line.startswith("old@1 "))
+    assert "note=two\\nlines" in old and "esc=\\x1b[31mred" in old
 
 
 def test_labels_at_the_limit_and_beyond_ascii_values_are_kept() -> None:
