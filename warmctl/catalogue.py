@@ -59,8 +59,8 @@ APPLICATION_ID = 0x776D6374
 DB_NAME = "catalogue.db"
 # Everything warmctl itself puts in HOME: a directory holding only these, all empty (a first
 # open that was interrupted), is as good as an empty one.
-_LAYOUT = frozenset({DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal",
-                     "archives", "tmp", "logs", "rescued"})
+_SQLITE_FILES = frozenset({DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal"})
+_LAYOUT = _SQLITE_FILES | {"archives", "tmp", "logs", "rescued"}
 # The names of warmctl's temporary files in tmp/ (new_temp_file, hold_archive): the only
 # names the sweep ever deletes.
 TEMP_SUFFIXES = (".partial", ".hold", ".plain", ".creating")
@@ -349,22 +349,36 @@ class Catalogue:
         """catalogue.db's schema version, once it is known to be warmctl's: marked, or made by
         a warmctl from before the mark (its two tables), or new and empty in a directory that
         holds nothing else. Anything else is another program's database: exit 2."""
-        application_id = db.execute("PRAGMA application_id").fetchone()[0]
-        version: int = db.execute("PRAGMA user_version").fetchone()[0]
+        application_id, version, tables = self._identity(db)
+        if application_id != APPLICATION_ID:
+            # Another warmctl may be creating this catalogue right now (it commits the schema
+            # and the mark together): wait for its write lock, and look again.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                application_id, version, tables = self._identity(db)
+            finally:
+                db.execute("ROLLBACK")
         if application_id == APPLICATION_ID:
             return version
-        tables = {row[0] for row in db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
         if application_id == 0 and version == SCHEMA_VERSION and {"names", "snapshots"} <= tables:
             return version
         if application_id == 0 and version == 0 and not tables \
-                and self._only_empty_layout(entries - {DB_NAME}):
+                and self._only_empty_layout(entries - _SQLITE_FILES):
             return version
         db.close()
         raise UsageError(
             f"{self.db_path} is not a warmctl catalogue (give an empty or new directory, or an "
             "existing catalogue, as --home or WARMCTL_HOME)"
         )
+
+    @staticmethod
+    def _identity(db: sqlite3.Connection) -> tuple[int, int, set[str]]:
+        """catalogue.db's application_id, user_version and table names."""
+        application_id: int = db.execute("PRAGMA application_id").fetchone()[0]
+        version: int = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return application_id, version, tables
 
     def close(self) -> None:
         if self._db is not None:

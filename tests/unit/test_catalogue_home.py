@@ -214,3 +214,18 @@ def test_the_sweep_never_deletes_a_name_warmctl_did_not_make(
     again = Catalogue(cat.home).open()
     assert again.swept_on_open == []
     assert {p.name for p in cat.tmp_dir.iterdir()} == theirs
+
+
+def test_processes_creating_one_catalogue_at_once_all_open_it(tmp_path: Path) -> None:
+    """The first creates it while the others look: none may take the half-made catalogue
+    (its database, WAL files and directories) for somebody else's."""
+    code = ("import sys; from pathlib import Path; from warmctl.catalogue import Catalogue;"
+            "Catalogue(Path(sys.argv[1])).open().close()")
+    for round_ in range(5):
+        home = tmp_path / f"home{round_}"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(home)],
+                                  stderr=subprocess.PIPE, text=True) for _ in range(8)]
+        errors = [proc.communicate(timeout=60)[1] for proc in procs]
+        assert [proc.returncode for proc in procs] == [0] * 8, errors
+        assert Catalogue(home).open().db.execute(
+            "PRAGMA application_id").fetchone()[0] == APPLICATION_ID
