@@ -31,7 +31,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.USAGE: "usage: unknown option, missing argument, malformed name, reference, port "
                     "or label, a --home that is not a catalogue",
     ExitCode.NOT_FOUND: "not found: no such snapshot, generation or container",
-    ExitCode.CONFLICT: "conflict: container name or port already in use",
+    ExitCode.CONFLICT: "conflict: container name, port or volume already in use",
     ExitCode.INTEGRITY: "integrity: digest mismatch, truncated or unreadable archive or catalogue",
     ExitCode.ENVIRONMENT: "environment: podman or CRIU missing or unusable, not root",
     ExitCode.PODMAN_FAILED: "podman or CRIU failed to checkpoint or restore",

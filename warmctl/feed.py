@@ -63,12 +63,15 @@ class ArchiveFeed:
     reads get only the configuration tar (0: every read gets the whole archive). ``advance``
     receives the number of bytes fed to an import read. ``criu_config``: a CRIU configuration
     file for the restore, named in the configuration tar's spec (see criu_config.py; without
-    one, that spec loses any file an earlier warmctl restore named).
+    one, that spec loses any file an earlier warmctl restore named). ``edit_dumps``: edits
+    config.dump and spec.dump for the configuration reads (a clone's own volumes, see
+    volumes.py); with it, an archive whose configuration cannot be found is refused.
     """
 
     def __init__(self, source: Path, expected_sha256: str, *, plain_bytes: int | None = None,
                  label: str = "", config_reads: int = CONFIG_READS,
-                 advance: Advance | None = None, criu_config: Path | None = None) -> None:
+                 advance: Advance | None = None, criu_config: Path | None = None,
+                 edit_dumps: Callable[[bytes, bytes], tuple[bytes, bytes]] | None = None) -> None:
         self.source = source
         self.label = label or source.name  # names the archive in errors: a snapshot's ref
         self.reads: list[str] = []  # "config" or "archive", one per read podman made
@@ -76,8 +79,11 @@ class ArchiveFeed:
         self._plain_bytes = plain_bytes if archive.checks_itself(source) else None
         edit_spec = functools.partial(spec_for_restore, config_file=criu_config)
         self._config_tar = (archive.configuration_tar(source, within=_CONFIG_SEARCH_LIMIT,
-                                                      edit_spec=edit_spec)
+                                                      edit_spec=edit_spec, edit_dumps=edit_dumps)
                             if config_reads else None)
+        if edit_dumps is not None and self._config_tar is None:
+            raise IntegrityError(f"archive of {self.label}: its configuration must be edited "
+                                 "for this restore, and it has none where podman writes it")
         self._config_reads = config_reads if self._config_tar is not None else 0
         self._advance = advance or (lambda _: None)
         self._damage: str | None = None

@@ -14,11 +14,12 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from warmctl.errors import (
     CheckpointError,
@@ -130,6 +131,16 @@ def run_subprocess(
 
 
 @dataclass(frozen=True)
+class Mount:
+    """One of a container's mounts, as podman inspect lists it."""
+
+    type: str  # "volume" (a named volume) or "bind" (a host path)
+    name: str  # the volume's name; "" for a bind mount
+    source: str  # the host path
+    destination: str  # the path inside the container
+
+
+@dataclass(frozen=True)
 class ContainerInfo:
     id: str
     name: str
@@ -140,6 +151,7 @@ class ContainerInfo:
     pid: int = 0  # the container's init process on the host, 0 when not running
     ports: list[str] = field(default_factory=list)  # "HOST_IP:HOST_PORT:CONTAINER_PORT/PROTO"
     labels: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
 
     @property
     def running(self) -> bool:
@@ -192,6 +204,28 @@ class Podman(ABC):
                          file_locks: bool = False) -> RestoreResult:
         """Restore a checkpointed, stopped container from the checkpoint in its own storage."""
         raise PodmanError("this podman adapter cannot restore in place")
+
+    # --- named volumes (warmctl/volumes.py) ---
+
+    def volume_mountpoint(self, name: str) -> Path | None:
+        """Where the volume's content lives on the host; None when there is no such volume."""
+        raise PodmanError("this podman adapter knows no volumes")
+
+    def volume_users(self, name: str) -> list[str]:
+        """The ids of the containers (any state) that mount the volume."""
+        raise PodmanError("this podman adapter knows no volumes")
+
+    def create_volume(self, name: str) -> Path:
+        """A new, empty named volume; returns its mountpoint."""
+        raise PodmanError("this podman adapter cannot create volumes")
+
+    def import_volume(self, name: str, tar: IO[bytes]) -> None:
+        """Fill the volume with the content of a tar stream, read to its end."""
+        raise PodmanError("this podman adapter cannot import volumes")
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; one that is already gone is not an error."""
+        raise PodmanError("this podman adapter cannot remove volumes")
 
     @abstractmethod
     def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
@@ -250,7 +284,10 @@ class Podman(ABC):
         publish: Sequence[str] = (),
         tcp_established: bool = False,
         file_locks: bool = False,
-    ) -> RestoreResult: ...
+        ignore_volumes: bool = False,
+    ) -> RestoreResult:
+        """``ignore_volumes``: the container mounts the volumes its configuration names as
+        they are, without creating them or restoring the archive's content into them."""
 
     @abstractmethod
     def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
@@ -264,6 +301,9 @@ _CONFLICT_PATTERNS = (
     re.compile(r"port is already allocated", re.I),
 )
 _NO_SUCH_CONTAINER = re.compile(r"no such container|no container with name or ID", re.I)
+_NO_SUCH_VOLUME = re.compile(r"no such volume|no volume with name", re.I)
+_VOLUME_EXISTS = re.compile(r"volume with name .* already exists", re.I)
+_VOLUME_IN_USE = re.compile(r"volume is being used|being used by the following container", re.I)
 _CRIU_LOG = re.compile(r"(/\S+/(?:dump|restore)\.log)")
 
 
@@ -494,9 +534,12 @@ class PodmanCLI(Podman):
         publish: Sequence[str] = (),
         tcp_established: bool = False,
         file_locks: bool = False,
+        ignore_volumes: bool = False,
     ) -> RestoreResult:
         args = ["container", "restore", "--import", str(archive), "--name", name,
                 "--print-stats"]
+        if ignore_volumes:
+            args.append("--ignore-volumes")
         for spec in publish:
             args += ["--publish", spec]
         if tcp_established:
@@ -528,6 +571,68 @@ class PodmanCLI(Podman):
         result = self._run("container", "inspect", "--format", "{{.StaticDir}}", container)
         text = result.stdout.strip()
         return Path(text) if result.returncode == 0 and text else None
+
+    def volume_mountpoint(self, name: str) -> Path | None:
+        result = self._run("volume", "inspect", "--format", "{{.Mountpoint}}", name)
+        if result.returncode != 0:
+            if _NO_SUCH_VOLUME.search(result.stderr):
+                return None
+            raise self._error(result, "podman volume inspect", PodmanError)
+        return Path(result.stdout.strip())
+
+    def volume_users(self, name: str) -> list[str]:
+        out = self._check(self._run("ps", "--all", "--no-trunc", "--filter", f"volume={name}",
+                                    "--format", "{{.ID}}"), "podman ps").stdout
+        return [line for line in out.splitlines() if line]
+
+    def create_volume(self, name: str) -> Path:
+        result = self._run("volume", "create", name)
+        if result.returncode != 0:
+            if _VOLUME_EXISTS.search(result.stderr):
+                raise PodmanConflictError(f"volume {name} already exists", argv=result.argv,
+                                          returncode=result.returncode, stderr=result.stderr)
+            raise self._error(result, f"podman volume create {name}", PodmanError)
+        mountpoint = self.volume_mountpoint(name)
+        if mountpoint is None:
+            raise PodmanError(f"podman volume create {name} made no volume")
+        return mountpoint
+
+    def import_volume(self, name: str, tar: IO[bytes]) -> None:
+        # podman reads the tar from a pipe that a thread fills: the stream may be gigabytes,
+        # decompressed from the snapshot's archive as it is read.
+        read_end, write_end = os.pipe()
+        failure: list[BaseException] = []
+
+        def feed() -> None:
+            try:
+                with os.fdopen(write_end, "wb") as pipe:
+                    shutil.copyfileobj(tar, pipe, 1024 * 1024)
+            except BrokenPipeError:
+                pass  # podman stopped reading: its exit status says why
+            except BaseException as err:  # reported after podman exits
+                failure.append(err)
+
+        feeder = threading.Thread(target=feed, name="volume-import", daemon=True)
+        feeder.start()
+        try:
+            result = run_subprocess([self.program, "volume", "import", name, "-"],
+                                    timeout=None, env=self._env, stdin=read_end,
+                                    own_session=True)
+        finally:
+            os.close(read_end)
+            feeder.join()
+        if failure:
+            raise failure[0]
+        self._check(result, f"podman volume import {name}")
+
+    def remove_volume(self, name: str) -> None:
+        result = self._run("volume", "rm", name)
+        if result.returncode != 0 and not _NO_SUCH_VOLUME.search(result.stderr):
+            if _VOLUME_IN_USE.search(result.stderr):
+                raise PodmanConflictError(f"volume {name} is in use by a container",
+                                          argv=result.argv, returncode=result.returncode,
+                                          stderr=result.stderr)
+            raise self._error(result, f"podman volume rm {name}", PodmanError)
 
     def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
         args = ["rm", "--time", "0"]
@@ -592,4 +697,7 @@ def _container_info(data: dict[str, Any]) -> ContainerInfo:
         pid=int(state.get("Pid") or 0),
         ports=ports,
         labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+        mounts=[Mount(type=str(m.get("Type", "")), name=str(m.get("Name") or ""),
+                      source=str(m.get("Source", "")), destination=str(m.get("Destination", "")))
+                for m in data.get("Mounts") or [] if isinstance(m, dict)],
     )

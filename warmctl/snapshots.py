@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from warmctl import archive, criu_config, feed, host, hostcache, hostcompat, transcode
+from warmctl import archive, criu_config, feed, host, hostcache, hostcompat, transcode, volumes
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
 from warmctl.diagnose import criu_errors, diagnose
 from warmctl.errors import (
@@ -122,8 +122,13 @@ def take_snapshot(
     versions = hostcache.host_versions(podman)
     with contextlib.ExitStack() as stack:
         archive_file = stack.enter_context(catalogue.new_temp_file())
-        result, digest, plain_bytes, interrupted = _checkpoint_into(
-            catalogue, podman, info.id, name, options, archive_file.path, progress)
+        # Named volumes are tarred at the memory's instant (volumes.py): frozen meanwhile.
+        # Keep this inside any lock that serializes checkpoints of the container: a freeze
+        # must not wait for another checkpoint to finish.
+        with volumes.captured_at_one_instant(info, leave_running=options.leave_running,
+                                             progress=progress) as capture:
+            result, digest, plain_bytes, interrupted = _checkpoint_into(
+                catalogue, podman, info.id, name, options, archive_file.path, capture.progress)
         with _rescue_on_failure(catalogue, archive_file.path, name,
                                 armed=lambda: not options.leave_running):
             progress.phase("publishing")
@@ -132,7 +137,7 @@ def take_snapshot(
                 host=_host_record(versions, criu_version),
                 criu_stats=result.criu_statistics,
                 extra={**record.extra, "plain_bytes": plain_bytes,
-                       "cpu": hostcompat.cpu_record(),
+                       "cpu": hostcompat.cpu_record(), **capture.record(),
                        **({} if options.leave_running else _in_place_extra(podman, info.id))},
             )
             snapshot = catalogue.publish(archive_file, record, sha256=digest)
@@ -249,12 +254,18 @@ class ResumeOptions:
     tcp_established: bool = False
     file_locks: bool = False
     strict: bool = False  # refuse a snapshot from a host that differs (hostcompat)
+    volumes: str | None = None  # volumes.MODES; None: a clone's own, else the snapshot's
+
+    def __post_init__(self) -> None:
+        if self.volumes is not None and self.volumes not in volumes.MODES:
+            raise UsageError(f"--volumes must be one of {', '.join(volumes.MODES)}")
 
 
 @dataclass(frozen=True)
 class Resumed:
     container: str
     criu_stats: dict[str, int]  # CRIU's restore statistics (restore_time, pages_restored, ...)
+    volumes: list[dict[str, str]] = dataclasses.field(default_factory=list)  # VolumeUse's
 
 
 def resume_snapshot(
@@ -292,6 +303,9 @@ def resume_snapshot(
             return _resumed(target, restored, interrupted)
     # The archive is read through a hard link that a concurrent rm or prune cannot take away.
     with catalogue.hold_archive(snapshot) as held:
+        plan = volumes.plan_for_restore(podman, held.path, target=target,
+                                        source_container=snapshot.container_name,
+                                        mode=options.volumes, replacing=existing)
         if existing is not None:
             # Otherwise the digest is checked while podman reads; here a damaged archive
             # must not cost the user the container it was to replace.
@@ -303,8 +317,9 @@ def resume_snapshot(
         if snapshot.plain_bytes is not None:
             progress.expect(snapshot.plain_bytes)
         try:
+            volumes.prepare(podman, plan, held.path, progress)
             restored, interrupted = _restore_through_feed(held.path, snapshot, podman, target,
-                                                          options, progress)
+                                                          options, progress, plan)
         except (WarmctlError, KeyboardInterrupt) as err:
             # First keep CRIU's log: it lives in the leftover container's directory.
             if isinstance(err, CheckpointError):
@@ -313,8 +328,9 @@ def resume_snapshot(
             # behind (a damaged archive even a running one); it is not ours to keep, and it
             # would hold the name for the next attempt.
             _remove_leftover(podman, target, running_too=isinstance(err, IntegrityError))
+            volumes.undo(podman, plan)
             raise
-    return _resumed(target, restored, interrupted)
+    return dataclasses.replace(_resumed(target, restored, interrupted), volumes=plan.to_list())
 
 
 def _resumed(target: str, restored: RestoreResult, interrupted: bool) -> Resumed:
@@ -396,21 +412,26 @@ def _restore_in_place(catalogue: Catalogue, podman: Podman, snapshot: Snapshot,
 
 
 def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, target: str,
-                          options: ResumeOptions, progress: Progress) -> tuple[RestoreResult, bool]:
+                          options: ResumeOptions, progress: Progress,
+                          plan: volumes.VolumePlan | None = None) -> tuple[RestoreResult, bool]:
     """podman restores ``source`` read through an ArchiveFeed (see feed.py for why and how).
     Returns podman's result and whether the user pressed Ctrl-C meanwhile.
 
     Raises IntegrityError when the archive turns out damaged, whatever podman did. When podman
     failed without reading the whole archive, it may have imported only the configuration
-    tar (a podman that reads differently): then it is tried once more, with whole archives.
+    tar (a podman that reads differently): then it is tried once more, with whole archives,
+    unless the volumes ``plan`` needs an edited configuration (a clone must not get the
+    source's volumes).
     """
+    plan = plan or volumes.VolumePlan()
     for config_reads in (feed.CONFIG_READS, 0):
         # Only a configuration read can name CRIU's configuration (see criu_config.py).
         with (criu_config.for_one_restore() if config_reads
               else contextlib.nullcontext()) as config_file, \
                 feed.ArchiveFeed(source, snapshot.sha256, plain_bytes=snapshot.plain_bytes,
                                  label=snapshot.ref, config_reads=config_reads,
-                                 advance=progress.advance, criu_config=config_file) as fed:
+                                 advance=progress.advance, criu_config=config_file,
+                                 edit_dumps=plan.edit_dumps if plan.renames else None) as fed:
             try:
                 restored, interrupted = _let_podman_finish(lambda: podman.restore(
                     fed.path,
@@ -418,10 +439,11 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, targ
                     publish=options.publish,
                     tcp_established=options.tcp_established,
                     file_locks=options.file_locks,
+                    ignore_volumes=plan.ignore_volumes,
                 ), progress)
             except PodmanError:
                 fed.verify()  # damage explains the failure better than podman's message
-                if fed.archive_was_read or not config_reads:
+                if fed.archive_was_read or not config_reads or plan.renames:
                     raise
                 log.debug("podman failed after reading only the configuration (%s): "
                           "trying again with the whole archive for every read", fed.reads)

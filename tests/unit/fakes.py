@@ -153,7 +153,8 @@ class FakePodman(Podman):
         return RestoreResult(info.id, {"restore_time": 5}, 1000)
 
     def restore(self, archive: Path, *, name: str, publish: Sequence[str] = (),
-                tcp_established: bool = False, file_locks: bool = False) -> RestoreResult:
+                tcp_established: bool = False, file_locks: bool = False,
+                ignore_volumes: bool = False) -> RestoreResult:
         """Reads ``archive`` as podman 4.3 to 5.x does: opened anew for each of
         ``config_reads`` reads of config.dump, then once more to import it all."""
         self.calls.append(f"restore {name}")

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from warmctl.cli.completion import complete_volume_modes
 from warmctl.cli.options import (
     JsonOption,
     QuietOption,
@@ -38,6 +39,15 @@ def command(
     ] = False,
     tcp_established: Annotated[bool, tcp_established_option(verb="Restore")] = False,
     file_locks: Annotated[bool, file_locks_option(verb="Restore")] = False,
+    volumes: Annotated[
+        str | None,
+        typer.Option("--volumes", metavar="new|shared|snapshot",
+                     help="The snapshot's named volumes: new (volumes of the container's own, "
+                          "NAME-VOLUME, filled from the snapshot; the default under another "
+                          "name), shared (the volumes the snapshot names, as they are now), "
+                          "snapshot (those volumes, their content replaced by the snapshot's).",
+                     autocompletion=complete_volume_modes, show_default=False),
+    ] = None,
     strict: Annotated[
         bool,
         flag("--strict",
@@ -66,6 +76,7 @@ def command(
         tcp_established=tcp_established,
         file_locks=file_locks,
         strict=strict,
+        volumes=volumes,
     )
     catalogue = app.catalogue()
     # NAME means its newest generation now: pin it, so that what is resumed and what is
@@ -76,6 +87,10 @@ def command(
                                   options, progress, warn=out.warn)
     if json_mode:
         out.json({"ref": snapshot.ref, "container": resumed.container,
-                  "criu_stats": resumed.criu_stats})
+                  "criu_stats": resumed.criu_stats, "volumes": resumed.volumes})
     else:
         out.line(resumed.container)
+        for use in resumed.volumes:
+            out.info(f"volume {use['volume']} at {use['destination']}: "
+                     + ("filled from the snapshot's " + use["snapshot_volume"]
+                        if use["content"] == "snapshot" else "as it is now (shared)"))

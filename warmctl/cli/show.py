@@ -49,6 +49,9 @@ def command(
     pairs += [(f"criu.{key}", str(value)) for key, value in snap.criu_stats.items()]
     for key, value in snap.extra.get("warm", {}).items():
         pairs.append((f"warm.{key}", str(value)))
+    for key, value in snap.extra.get("volumes", {}).items():
+        if key in ("capture", "frozen_ms"):  # how the volumes were captured (volumes.py)
+            pairs.append((f"volumes.{key}", str(value)))
     for key, value in snap.extra.get("pulled", {}).items():
         pairs.append((f"pulled.{key}", str(value)))
     pairs += [
@@ -58,4 +61,9 @@ def command(
         ("archive.rootfs_diff", format_size(summary.rootfs_diff_bytes)),
         ("archive.processes", str(summary.process_count)),
     ]
+    pairs += [(f"volume.{v['name']}", f"{v['destination']}: "
+               + (format_size(v["bytes"]) if v["bytes"] is not None else "no content in archive"))
+              for v in summary.volumes]
+    pairs += [(f"bind_mount.{b['destination']}", f"{b['source']} (host path: not in the archive)")
+              for b in summary.bind_mounts]
     out.fields(pairs)

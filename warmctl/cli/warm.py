@@ -158,6 +158,10 @@ def command(
     catalogue = app.catalogue()
     with out.progress(f"warm {name}") as progress:
         snap = warm(catalogue, app.podman, plan, progress)
+    from warmctl.volumes import bind_mount_warnings
+
+    for warning in bind_mount_warnings(snap.extra):
+        out.warn(warning)
     if json_mode:
         out.json(snap.to_dict())
     else:
