@@ -14,6 +14,7 @@ archive.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -170,7 +171,8 @@ def summarize(path: Path) -> ArchiveSummary:
     except _BadContent as exc:
         raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
     except _READ_ERRORS as exc:
-        raise IntegrityError(f"{path} is damaged or truncated: {one_line(exc)}") from exc
+        raise IntegrityError(f"{path} is damaged or truncated: {_read_error(path, exc)}") \
+            from exc
     missing = _missing_members(found)
     if missing:
         raise IntegrityError(f"{path} is incomplete: it has no {', '.join(missing)}")
@@ -268,7 +270,8 @@ def _configuration_members(path: Path, within: int) \
     except _BadContent as exc:
         raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
     except _READ_ERRORS as exc:
-        raise IntegrityError(f"{path} is damaged or truncated: {one_line(exc)}") from exc
+        raise IntegrityError(f"{path} is damaged or truncated: {_read_error(path, exc)}") \
+            from exc
     return found if len(found) == 2 else None
 
 
@@ -515,6 +518,15 @@ def _read_head(path: Path) -> bytes:
 
 def _unreadable(path: Path, exc: OSError) -> IntegrityError:
     return IntegrityError(f"cannot read {path}: {exc.strerror or one_line(exc)}")
+
+
+def _read_error(path: Path, exc: BaseException) -> str:
+    text = one_line(exc)
+    if text == "empty file":  # tarfile's words when the stream decompressed to nothing
+        with contextlib.suppress(OSError):
+            size = path.stat().st_size
+            return f"{size} bytes that decompress to no tar data" if size else text
+    return text
 
 
 def one_line(exc: BaseException) -> str:

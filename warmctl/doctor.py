@@ -563,19 +563,24 @@ def can_checkpoint(checks: Sequence[Check]) -> bool:
 # --- probe ------------------------------------------------------------------------------------
 
 
+# The probe's image is missing: the probe did not run, which says nothing about this host.
+PROBE_IMAGE_CHECK = "probe-image"
+
+
 def probe(podman: Podman, open_catalogue: Callable[[], Catalogue], image: str | None = None,
           *, clock: Callable[[], float] = time.monotonic) -> Check:
     """Run a tiny container, checkpoint --export it into the catalogue's tmp/, remove it,
     restore --import it, and check that it runs (and, for the test image, answers)."""
     if image is not None:
         if not podman.image_exists(image):
-            return Check("probe", FAIL, f"image {image} is not on this host",
+            return Check(PROBE_IMAGE_CHECK, FAIL, f"image {image} is not on this host",
                          "podman load (or podman import) it, or pass another --probe-image")
         command: tuple[str, ...] = ()  # its own default command
     elif podman.image_exists(PROBE_IMAGE):
         image, command = PROBE_IMAGE, PROBE_COMMAND
     else:
-        return Check("probe", FAIL, f"no image to probe with ({PROBE_IMAGE} is not here)",
+        return Check(PROBE_IMAGE_CHECK, FAIL,
+                     f"no image to probe with ({PROBE_IMAGE} is not here)",
                      "pass --probe-image IMAGE: a local image whose default command keeps running")
     try:
         catalogue = open_catalogue()

@@ -29,7 +29,8 @@ class ExitCode(IntEnum):
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.FAILURE: "any failure not listed below",
-    ExitCode.USAGE: "usage: unknown option, missing argument, malformed name or reference",
+    ExitCode.USAGE: "usage: unknown option, missing argument, malformed name, reference, port "
+                    "or label, a --home that is not a catalogue",
     ExitCode.NOT_FOUND: "not found: no such snapshot, generation or container",
     ExitCode.CONFLICT: "conflict: container name, port or volume already in use",
     ExitCode.INTEGRITY: "integrity: digest mismatch, truncated or unreadable archive or catalogue",

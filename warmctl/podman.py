@@ -323,16 +323,17 @@ class PodmanCLI(Podman):
         self.program = program or os.environ.get("WARMCTL_PODMAN") or "podman"
         self.query_timeout = query_timeout  # completion asks with a much shorter one
         self._env = podman_environment()
+        self._usable = False  # podman --version answered as podman does
 
     def _run(self, *args: str, timeout: float | None = None,
-             forever: bool = False, criu_bin: Path | None = None) -> CommandResult:
+             forever: bool = False, answers_by_status: bool = False,
+             criu_bin: Path | None = None) -> CommandResult:
         """podman with ``args``: within ``timeout`` (default: the query timeout), or with no
-        time limit at all (``forever``); ``criu_bin`` first on its PATH."""
-        if shutil.which(self.program, path=self._env["PATH"]) is None:
-            raise HostError(
-                f"{self.program} not found on PATH",
-                hint="install podman (apt-get install podman) or run scripts/provision-host",
-            )
+        time limit at all (``forever``); ``criu_bin`` first on its PATH. A program that is
+        missing, or fails without a word and is not podman (``WARMCTL_PODMAN=/bin/false``), is
+        HostError (exit 6).
+        ``answers_by_status``: a silent non-zero exit is podman's answer (``image exists``)."""
+        self._require_program()
         # Every podman call gets a session of its own: a Ctrl-C at the terminal reaches
         # warmctl alone, which decides what to stop (never a checkpoint or restore halfway).
         limit = None if forever else (timeout or self.query_timeout)
@@ -341,8 +342,45 @@ class PodmanCLI(Podman):
             # podman hands the runtime only PATH (and XDG_RUNTIME_DIR); runc runs the first
             # criu on it.
             env = {**env, "PATH": os.pathsep.join((str(criu_bin), env["PATH"]))}
-        return run_subprocess([self.program, *args], timeout=limit, env=env,
-                              own_session=True)
+        result = run_subprocess([self.program, *args], timeout=limit, env=env, own_session=True)
+        if result.returncode != 0 and not result.stderr.strip() and not answers_by_status:
+            self.require_usable()  # podman always says why it failed; is this podman?
+        return result
+
+    def _describe(self) -> str:
+        chosen = os.environ.get("WARMCTL_PODMAN")
+        return f"WARMCTL_PODMAN={chosen}" if chosen == self.program else self.program
+
+    def _require_program(self) -> None:
+        fix = "install podman (apt-get install podman) or run scripts/provision-host"
+        if os.sep in self.program:
+            # A path: PATH plays no part, so say what is wrong with that file.
+            if not os.path.exists(self.program):
+                raise HostError(f"{self._describe()} does not exist",
+                                hint="point WARMCTL_PODMAN at the podman program, or unset it")
+            if not os.path.isfile(self.program) or not os.access(self.program, os.X_OK):
+                raise HostError(f"{self._describe()} is not an executable program",
+                                hint="point WARMCTL_PODMAN at the podman program, or unset it")
+        elif shutil.which(self.program, path=self._env["PATH"]) is None:
+            raise HostError(f"{self._describe()} not found on PATH", hint=fix)
+
+    def require_usable(self) -> None:
+        """HostError (exit 6) unless ``podman --version`` answers as podman does; asked once,
+        and only after a failure or an answer podman would not give: no cost when all is well."""
+        if self._usable:
+            return
+        self._require_program()
+        result = run_subprocess([self.program, "--version"], timeout=self.query_timeout,
+                                env=self._env, own_session=True)
+        if result.returncode == 0 and result.stdout.startswith("podman version"):
+            self._usable = True
+            return
+        said = (_first_error_line(result.stderr) or result.stdout.strip()).split("\n")[0][:60]
+        answer = f"exited {result.returncode}" + (f": {said}" if said else " without a word")
+        raise HostError(
+            f"{self._describe()} is not a usable podman: `{self.program} --version` {answer}",
+            hint="point WARMCTL_PODMAN at the podman program, or unset it",
+        )
 
     def _check(self, result: CommandResult, what: str) -> CommandResult:
         if result.returncode != 0:
@@ -369,6 +407,7 @@ class PodmanCLI(Podman):
         try:
             return json.loads(result.stdout or "null")
         except json.JSONDecodeError as exc:
+            self.require_usable()
             raise PodmanError(f"podman {args[0]} printed something that is not JSON") from exc
 
     def host_versions(self) -> HostVersions:
@@ -408,7 +447,12 @@ class PodmanCLI(Podman):
             if _NO_SUCH_CONTAINER.search(result.stderr):
                 return None
             raise self._error(result, "podman container inspect", PodmanError)
-        data = json.loads(result.stdout)
+        try:
+            data = json.loads(result.stdout)
+        except json.JSONDecodeError as exc:
+            self.require_usable()
+            raise PodmanError("podman container inspect printed something that is not JSON") \
+                from exc
         if not data:
             return None
         return _container_info(data[0])
@@ -429,7 +473,7 @@ class PodmanCLI(Podman):
             line for line in out.splitlines() if line and "<none>" not in line))
 
     def image_exists(self, image: str) -> bool:
-        return self._run("image", "exists", image).returncode == 0
+        return self._run("image", "exists", image, answers_by_status=True).returncode == 0
 
     def image_id(self, image: str) -> str | None:
         result = self._run("image", "inspect", "--format", "{{.Id}}", image)

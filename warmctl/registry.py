@@ -106,6 +106,9 @@ def parse_reference(text: str) -> Reference:
             f"{text!r} does not name a registry: write HOST[:PORT]/PATH[:TAG], "
             "e.g. registry.example.com/warm/memcached:v1 or localhost:5000/memcached"
         )
+    _, colon_, port = host.rpartition(":")
+    if colon_ and not host.endswith("]") and not 1 <= int(port) <= 65535:
+        raise UsageError(f"invalid registry port {port} in {text!r}: a port is 1 to 65535")
     repository, tag = rest, None
     colon = rest.rfind(":")
     if colon > rest.rfind("/"):

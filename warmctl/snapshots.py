@@ -46,6 +46,7 @@ from warmctl.errors import (
     UsageError,
     WarmctlError,
 )
+from warmctl.labels import label_problem
 from warmctl.output import Progress
 from warmctl.podman import (
     COMPRESSIONS,
@@ -60,7 +61,6 @@ from warmctl.retention import Decision, Generation, Policy, plan_prune, summariz
 from warmctl.waiting import PodmanCall
 
 log = logging.getLogger(__name__)
-_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,15 @@ class SnapshotOptions:
 
 
 def parse_labels(items: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` labels, refused (exit 2) saying what is wrong (see warmctl.labels)."""
     labels: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not _LABEL_KEY.fullmatch(key):
+        if not sep:
             raise UsageError(f"invalid label {item!r}: expected KEY=VALUE")
+        problem = label_problem(key, value)
+        if problem:
+            raise UsageError(problem)
         labels[key] = value
     return labels
 
@@ -630,6 +634,24 @@ def compare_digest(snapshot: Snapshot, digest: str) -> None:
         )
 
 
+def record_disagreements(snapshot: Snapshot, summary: archive.ArchiveSummary,
+                         archive_bytes: int) -> list[str]:
+    """Where an archive's own contents contradict the snapshot's record (e.g. a file swapped
+    in from another snapshot): what `show` reads from the archive would otherwise be mixed
+    with the record without a word. Only `verify`'s digest proves the archive is the one."""
+    found = []
+    if archive_bytes != snapshot.size_bytes:
+        found.append(f"{archive_bytes} bytes, recorded {snapshot.size_bytes}")
+    if summary.compression != snapshot.compression:
+        found.append(f"{summary.compression} compression, recorded {snapshot.compression}")
+    pairs = (("container id", summary.container_id, snapshot.container_id),
+             ("image id", summary.image_id, snapshot.image_id))
+    for what, in_archive, recorded in pairs:
+        if in_archive and recorded and in_archive != recorded:
+            found.append(f"{what} {in_archive[:12]}, recorded {recorded[:12]}")
+    return found
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     snapshot: Snapshot
@@ -667,6 +689,10 @@ def prune_snapshots(catalogue: Catalogue, policy: Policy, names: Sequence[str] =
     the plan, so it cannot be removed by it. A dry run plans exactly the same.
     """
     snapshots = [s for s in catalogue.list_snapshots() if not names or s.name in names]
+    unknown = sorted(set(names) - {s.name for s in snapshots})
+    if unknown:
+        # As rm: a typo must not look like a prune that found nothing to remove.
+        raise NotFoundError(f"no snapshot {', '.join(unknown)}", hint="see: warmctl list")
     by_ref = {s.ref: s for s in snapshots}
     decisions = plan_prune(
         [Generation(s.name, s.generation, s.created, s.size_bytes) for s in snapshots], policy

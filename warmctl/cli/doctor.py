@@ -78,6 +78,13 @@ def command(
         ])
     if not ok:
         failed = [check for check in checks if check.status == doctor.FAIL]
+        if [c.name for c in failed] == [doctor.PROBE_IMAGE_CHECK]:
+            from warmctl.errors import NotFoundError
+
+            raise NotFoundError(
+                f"the probe did not run: {failed[0].detail}; every other check passed",
+                hint=failed[0].fix or None,
+            )
         raise HostError(
             f"checkpointing cannot work here: {', '.join(c.name for c in failed)} failed",
             hint=failed[0].fix or None,

@@ -55,9 +55,11 @@ def command(
 
     from warmctl.errors import UsageError
     from warmctl.refs import parse_ref
+    from warmctl.registry import parse_reference
     from warmctl.sharing import SigningOptions, push_snapshot
 
     parsed = parse_ref(ref)
+    parse_reference(destination)  # a malformed destination is exit 2 before anything is read
     options = registry_options(tls_verify, authfile, cert_dir)
     if passphrase_file and not sign_key:
         raise UsageError("--sign-passphrase-file needs --sign-by-sigstore-private-key")

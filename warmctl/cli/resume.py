@@ -68,10 +68,15 @@ def command(
     quiet: QuietOption = False,
 ) -> None:
     """Restore a snapshot as a running container; prints the container's name."""
+    from warmctl.podman_input import validate_container_name, validate_publish
     from warmctl.refs import Ref, parse_ref
     from warmctl.snapshots import ResumeOptions, resume_snapshot
 
     parsed = parse_ref(ref)
+    if name is not None:
+        validate_container_name(name)
+    for spec in publish or ():
+        validate_publish(spec)
     app = app_of(ctx)
     out = output_for(json_mode, quiet)
     options = ResumeOptions(

@@ -16,6 +16,7 @@ def command(
     """Show everything recorded about a snapshot, and what its archive says."""
     from warmctl.archive import summarize
     from warmctl.refs import parse_ref
+    from warmctl.snapshots import record_disagreements
     from warmctl.spec_policy import archive_host_access
     from warmctl.units import format_size
 
@@ -25,9 +26,14 @@ def command(
     with catalogue.hold_archive(snap) as held:
         summary = summarize(held.path)
         host_access = archive_host_access(held.path)
+        disagreements = record_disagreements(snap, summary, held.path.stat().st_size)
+    if disagreements:
+        out.warn(f"{snap.ref}'s archive does not match its record: {'; '.join(disagreements)} "
+                 f"(the archive.* lines describe the archive; check it with: warmctl verify "
+                 f"{snap.ref})")
     if json_mode:
         out.json({**snap.to_dict(), "archive_contents": summary.to_dict(),
-                  "host_access": host_access})
+                  "host_access": host_access, "archive_disagreements": disagreements})
         return
     pairs = [
         ("ref", snap.ref),

@@ -114,12 +114,19 @@ def command(
     quiet: QuietOption = False,
 ) -> None:
     """Run IMAGE, warm it up, wait until it is ready, and snapshot it as NAME."""
+    from warmctl.podman_input import validate_container_name, validate_port, validate_publish
     from warmctl.refs import validate_name
     from warmctl.snapshots import SnapshotOptions, parse_labels
     from warmctl.units import parse_duration
     from warmctl.warm import ContainerSpec, Readiness, WarmPlan, warm
 
     validate_name(name)
+    if container is not None:
+        validate_container_name(container, option="--container")
+    for spec in publish or ():
+        validate_publish(spec)
+    if ready_tcp is not None:
+        validate_port(ready_tcp, what="--ready-tcp port")
     plan = WarmPlan(
         spec=ContainerSpec(
             image=image,
