@@ -8,6 +8,7 @@ the code depends on; ``PodmanCLI`` drives the real program; unit tests use a fak
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,10 +17,10 @@ import shutil
 import subprocess
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from warmctl.diagnose import diagnose, shorten_runtime_command, without_warnings
 from warmctl.errors import (
@@ -87,6 +88,60 @@ def podman_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+P = TypeVar("P")
+
+
+class NotStarted(Exception):
+    """A SpawnGate was closed before the program could start."""
+
+
+class SpawnGate:
+    """Says whether a program was started, to a caller that may stop waiting for it
+    (waiting.PodmanCall, on a second Ctrl-C or a time limit): once closed, nothing more starts
+    through it, so warmctl never says "podman goes on alone" of a podman that never ran, and
+    never leaves one to start after it has gone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+        self.started = False
+
+    def close(self) -> bool:
+        """Let nothing start from now on; returns whether a program started before."""
+        with self._lock:
+            self._closed = True
+            return self.started
+
+    def spawn(self, start: Callable[[], P]) -> P:
+        with self._lock:
+            if self._closed:
+                raise NotStarted("the caller stopped waiting before the program started")
+            proc = start()
+            self.started = True
+            return proc
+
+
+_this_thread = threading.local()
+
+
+@contextlib.contextmanager
+def spawning_through(gate: SpawnGate) -> Iterator[None]:
+    """Programs that run_subprocess starts in this thread while the context is open start
+    through ``gate``."""
+    _this_thread.gate = gate
+    try:
+        yield
+    finally:
+        _this_thread.gate = None
+
+
+def starting(start: Callable[[], P]) -> P:
+    """``start()`` a program, through this thread's SpawnGate when there is one (what a fake
+    podman calls to stand for its program starting)."""
+    gate: SpawnGate | None = getattr(_this_thread, "gate", None)
+    return gate.spawn(start) if gate is not None else start()
+
+
 def run_subprocess(
     argv: Sequence[str],
     *,
@@ -104,31 +159,34 @@ def run_subprocess(
     """
     argv = [str(a) for a in argv]
     log.debug("running %s", " ".join(argv))
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(  # noqa: S603 - argv list, no shell
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin, text=True,
+            errors="replace", env=dict(env) if env is not None else None,
+            start_new_session=own_session)
+
     try:
-        proc = subprocess.run(  # noqa: S603 - argv list, no shell
-            argv,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            env=dict(env) if env is not None else None,
-            stdin=stdin,
-            check=False,
-            start_new_session=own_session,
-        )
+        proc = starting(start)
     except FileNotFoundError as exc:
         raise HostError(
             f"{argv[0]} is not installed or not on PATH",
             hint="install podman (apt-get install podman) or run scripts/provision-host",
         ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise PodmanError(
-            f"{' '.join(argv[:2])} did not finish within {exc.timeout:.0f}s",
-            argv=argv,
-        ) from exc
-    stderr_tail = proc.stderr.strip().rsplit("\n", 1)[-1] if proc.returncode else ""
-    log.debug("exit %d: %s %s", proc.returncode, argv[0], stderr_tail)
-    return CommandResult(argv, proc.returncode, proc.stdout, proc.stderr)
+    with proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
+            raise PodmanError(
+                f"{' '.join(argv[:2])} did not finish within {exc.timeout:.0f}s",
+                argv=argv,
+            ) from exc
+    returncode = proc.returncode
+    stderr_tail = stderr.strip().rsplit("\n", 1)[-1] if returncode else ""
+    log.debug("exit %d: %s %s", returncode, argv[0], stderr_tail)
+    return CommandResult(argv, returncode, stdout, stderr)
 
 
 @dataclass(frozen=True)

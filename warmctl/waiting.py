@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 
 from warmctl.errors import Interrupted, LeftUnfinished, TimedOut, WarmctlError
 from warmctl.output import Progress
+from warmctl.podman import SpawnGate, spawning_through
 from warmctl.units import format_duration
 
 T = TypeVar("T")
@@ -58,7 +59,13 @@ class PodmanCall(Generic[T]):
         self._left_behind = left_behind
         self._time_limit = time_limit
         self._deadline = None if time_limit is None else time.monotonic() + time_limit
-        self._future = in_daemon_thread(work)
+        self._gate = SpawnGate()
+
+        def through_gate() -> T:
+            with spawning_through(self._gate):
+                return work()
+
+        self._future = in_daemon_thread(through_gate)
 
     def running(self) -> bool:
         """Whether podman is still at it. Raises TimedOut once the time limit has passed, so
@@ -90,7 +97,7 @@ class PodmanCall(Generic[T]):
             except KeyboardInterrupt:
                 if interrupted:
                     raise LeftUnfinished(f"interrupted twice: warmctl left {self.what} "
-                                      f"unfinished; {self._left_behind()}") from None
+                                         f"unfinished; {self._what_stays()}") from None
                 interrupted = True
                 self._say_interrupted(progress)
         try:
@@ -110,4 +117,11 @@ class PodmanCall(Generic[T]):
         assert self._time_limit is not None
         return TimedOut(f"{self.what} did not finish within the time limit "
                         f"({format_duration(self._time_limit)}): warmctl left it unfinished; "
-                        f"{self._left_behind()}")
+                        f"{self._what_stays()}")
+
+    def _what_stays(self) -> str:
+        """What warmctl leaves: podman going on alone, or, when it had not started yet (the
+        call prepares files first), nothing, since the gate now keeps it from starting."""
+        if not self._gate.close():
+            return "podman had not started it, and will not: nothing was done"
+        return self._left_behind()

@@ -313,16 +313,21 @@ def test_ctrl_c_twice_during_a_restore_leaves_at_once_and_says_what_becomes_of_i
 def test_the_time_limit_on_a_checkpoint_is_exit_124_and_podman_finishes_alone(
     warmctl: Warmctl, containers: Containers
 ) -> None:
-    name, port, items = start_memcached(containers, 64, seed=23)
-    result = warmctl("snapshot", name, "limited", "--time-limit", "1ms", check=False)
+    name, port, items = start_memcached(containers, 256, seed=23)
+    result = warmctl("snapshot", name, "limited", "--time-limit", "300ms", check=False)
     assert result.returncode == 124, result.stderr
     assert result.stderr.startswith("warmctl: error: the checkpoint of ")
-    assert "did not finish within the time limit (1ms)" in result.stderr
-    assert "podman container restore" in result.stderr
-    # podman was not killed: it stops the container with its memory in podman's storage.
-    wait_for_state(containers, name, {"exited"})
+    assert "did not finish within the time limit (300ms)" in result.stderr
     assert warmctl("list", "--json").json() == []
-    podman("container", "restore", name)
+    if "podman had not started it" in result.stderr:
+        # warmctl left while it prepared podman's CRIU wrapper: podman never ran, and the
+        # container must serve on, untouched.
+        assert containers.state(name) == "running"
+    else:
+        assert "podman container restore" in result.stderr, result.stderr
+        # podman was not killed: it stops the container with its memory in podman's storage.
+        wait_for_state(containers, name, {"exited"})
+        podman("container", "restore", name)
     assert_all_back(port, items)
 
 
@@ -342,7 +347,8 @@ def test_the_time_limit_on_a_restore_is_exit_124_and_leaves_no_running_half(
     assert result.returncode == 124, result.stderr
     assert result.stderr.startswith(f"warmctl: error: the restore of {target} did not finish "
                                     "within the time limit (1ms)")
-    # Left before podman had the whole archive: podman's import fails, nothing runs.
-    assert "had not read the whole archive" in result.stderr
+    # Left before podman had the whole archive (or before it started): nothing runs.
+    assert ("had not read the whole archive" in result.stderr
+            or "podman had not started it" in result.stderr), result.stderr
     assert wait_for_state(containers, target, {None, "created", "configured", "exited",
                                                "stopped"}) != "running"

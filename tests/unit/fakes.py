@@ -22,6 +22,7 @@ from warmctl.podman import (
     HostVersions,
     Podman,
     RestoreResult,
+    starting,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -146,6 +147,7 @@ class FakePodman(Podman):
     def checkpoint(self, container: str, export_to: Path, *, leave_running: bool = False,
                    compress: str = "zstd", tcp_established: bool = False,
                    file_locks: bool = False, criu_bin: Path | None = None) -> CheckpointResult:
+        starting(lambda: None)  # podman's process starts here (waiting.PodmanCall's gate)
         self.calls.append(f"checkpoint {container} compress={compress}")
         self.criu_configs.append(_criu_options(criu_bin))
         if isinstance(self.fail_checkpoint, CheckpointError):
@@ -180,6 +182,7 @@ class FakePodman(Podman):
     def restore_in_place(self, container: str, *, tcp_established: bool = False,
                          file_locks: bool = False, criu_bin: Path | None = None) -> RestoreResult:
         """As podman: restores from the checkpoint in storage, then removes it."""
+        starting(lambda: None)
         self.criu_configs.append(_criu_options(criu_bin))
         info = self.inspect_container(container)
         assert info is not None and self.storage is not None
@@ -196,6 +199,7 @@ class FakePodman(Podman):
                 criu_bin: Path | None = None) -> RestoreResult:
         """Reads ``archive`` as podman 4.3 to 5.x does: opened anew for each of
         ``config_reads`` reads of config.dump, then once more to import it all."""
+        starting(lambda: None)
         self.calls.append(f"restore {name}")
         self.criu_configs.append(_criu_options(criu_bin))
         if self.while_running is not None:

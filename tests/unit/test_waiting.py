@@ -16,6 +16,7 @@ from warmctl.errors import (
     LeftUnfinished,
     TimedOut,
 )
+from warmctl.podman import NotStarted, starting
 from warmctl.waiting import PodmanCall
 
 
@@ -60,6 +61,7 @@ def test_a_second_ctrl_c_leaves_at_once_saying_what_podman_leaves() -> None:
     release = threading.Event()
 
     def podman() -> str:
+        starting(lambda: None)  # podman's process has started
         press_ctrl_c(phases, twice=True)
         release.wait(60)  # podman goes on long after warmctl has left
         return "late"
@@ -80,7 +82,12 @@ def test_a_second_ctrl_c_leaves_at_once_saying_what_podman_leaves() -> None:
 def test_the_time_limit_leaves_podman_to_finish_alone() -> None:
     release = threading.Event()
     started = time.monotonic()
-    call = PodmanCall(lambda: release.wait(60), what="the checkpoint of x", time_limit=0.2,
+
+    def podman() -> bool:
+        starting(lambda: None)  # podman's process has started
+        return release.wait(60)
+
+    call = PodmanCall(podman, what="the checkpoint of x", time_limit=0.2,
                       left_behind=lambda: "x stays frozen until CRIU is done")
     with pytest.raises(TimedOut) as info:
         call.finish(Phases())
@@ -93,3 +100,31 @@ def test_the_time_limit_leaves_podman_to_finish_alone() -> None:
     with pytest.raises(TimedOut):  # what follows podman's output stops too
         call.running()
     release.set()
+
+
+def test_leaving_before_podman_started_keeps_it_from_starting() -> None:
+    """The call prepares files before podman starts (the CRIU wrapper): a time limit passing
+    meanwhile must not leave a podman to start after warmctl has gone, nor say it goes on."""
+    preparing = threading.Event()
+    started: list[bool] = []
+    outcome: list[BaseException] = []
+
+    def podman() -> None:
+        preparing.wait(60)
+        try:
+            starting(lambda: started.append(True))
+        except NotStarted as exc:
+            outcome.append(exc)
+            raise
+
+    call = PodmanCall(podman, what="the checkpoint of x", time_limit=0.05,
+                      left_behind=lambda: "podman goes on alone")
+    with pytest.raises(TimedOut) as info:
+        call.finish(Phases())
+    assert info.value.message.endswith("podman had not started it, and will not: nothing was "
+                                       "done"), info.value.message
+    preparing.set()
+    deadline = time.monotonic() + 10
+    while not outcome and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert started == [] and len(outcome) == 1
