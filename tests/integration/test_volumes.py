@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -66,12 +67,13 @@ def problems(numbers: list[int]) -> list[tuple[int, int]]:
     return found
 
 
-def wait_for(what: str, condition: Callable[[], bool], timeout: float = 60) -> None:
+def wait_for(what: str, condition: Callable[[], bool], timeout: float = 60,
+             interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+        time.sleep(interval)
 
 
 def start_counter(name: str, volume: str) -> None:
@@ -304,14 +306,19 @@ def test_show_and_snapshot_name_bind_mounts_as_not_in_the_archive(
     assert contents["volumes"] == []
 
 
-def freezer_state(container: str) -> str:
+def freezer_file(container: str) -> Path:
+    """The container's cgroup v1 freezer.state: read directly, so that polling it is cheap
+    enough to see a freeze of a fraction of a second."""
     pid = podman("container", "inspect", "--format", "{{.State.Pid}}", container).stdout.strip()
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
         if "freezer" in controllers.split(","):
-            return (Path("/sys/fs/cgroup/freezer") / path.lstrip("/") / "freezer.state") \
-                .read_text().strip()
+            return Path("/sys/fs/cgroup/freezer") / path.lstrip("/") / "freezer.state"
     raise AssertionError("no cgroup v1 freezer on this host")
+
+
+def freezer_state(container: str) -> str:
+    return freezer_file(container).read_text().strip()
 
 
 def test_a_killed_snapshot_never_leaves_the_container_frozen(
@@ -319,12 +326,16 @@ def test_a_killed_snapshot_never_leaves_the_container_frozen(
     source, data = containers.name("counter"), volumes("data")
     start_counter(source, data)
     (mountpoint(data) / "ballast").write_bytes(os.urandom(256 << 20))  # a longer freeze
+    freezer = freezer_file(source)
     snapshot = warmctl.popen("snapshot", "--leave-running", source, "counter")
     try:
-        wait_for("the freeze", lambda: freezer_state(source) == "FROZEN", timeout=120)
+        wait_for("the freeze", lambda: freezer.read_text().strip() == "FROZEN"
+                 or snapshot.poll() is not None, timeout=120, interval=0.002)
     finally:
         snapshot.kill()  # as kill -9: no finally runs in warmctl
-        snapshot.communicate()
+        _, stderr = snapshot.communicate()
+    assert snapshot.returncode == -signal.SIGKILL, \
+        f"the snapshot ended (exit {snapshot.returncode}) before the freeze was seen: {stderr}"
     wait_for("the guard to thaw the container", lambda: freezer_state(source) == "THAWED")
     counted = len(counts(data))
     wait_for("the counter to go on", lambda: len(counts(data)) > counted + 1000)
