@@ -33,8 +33,10 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
                     "or label, a --home that is not a catalogue",
     ExitCode.NOT_FOUND: "not found: no such snapshot, generation or container",
     ExitCode.CONFLICT: "conflict: container name, port or volume already in use",
-    ExitCode.INTEGRITY: "integrity: digest mismatch, truncated or unreadable archive or catalogue",
-    ExitCode.ENVIRONMENT: "environment: podman or CRIU missing or unusable, not root",
+    ExitCode.INTEGRITY: "integrity: digest mismatch, truncated or unreadable archive or "
+                        "catalogue, a pull the signature policy refuses",
+    ExitCode.ENVIRONMENT: "environment: podman or CRIU missing or unusable, not root, a registry "
+                          "unreachable or untrusted, a pulled snapshot asking for host access",
     ExitCode.PODMAN_FAILED: "podman or CRIU failed to checkpoint or restore",
     ExitCode.BUSY: "catalogue busy or locked beyond the wait",
     ExitCode.NOT_READY: "warm: warm-up failed or the service never became ready",
