@@ -82,6 +82,9 @@ def podman_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     path = [p for p in env.get("PATH", "").split(os.pathsep) if p]
     path += [d for d in _SBIN_DIRS if d not in path]
     env["PATH"] = os.pathsep.join(path)
+    # podman 5 warns on every command, on stderr, that cgroup v1 is deprecated: on a cgroup v1
+    # host that line would stand before every error podman prints. doctor names the cgroups.
+    env.setdefault("PODMAN_IGNORE_CGROUPSV1_WARNING", "1")
     return env
 
 
