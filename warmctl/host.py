@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 from warmctl.podman import CommandResult, podman_environment, run_subprocess
@@ -94,6 +96,49 @@ def criu_kernel_advice(criu: str, kernel: str) -> CriuKernelAdvice | None:
         f"CRIU {criu} cannot checkpoint on kernel {kernel} ({breaks})",
         install_criu_fix(needed),
     )
+
+
+# crun does not run the criu program itself: it loads libcriu at run time (`could not load
+# libcriu.so.2` without it), and libcriu then runs the criu program on PATH, so with Debian
+# 13's libcriu2 4.1.1 the CRIU that dumps is still the newest on PATH (measured in the Debian 13
+# test host, docs/testhosts.md). Debian packages it as a Recommends of crun, which
+# --no-install-recommends and debootstrap leave out.
+LIBCRIU = "libcriu.so.2"
+LIBCRIU_FIX = ("install libcriu (apt-get install libcriu2): crun loads it to checkpoint and "
+               "restore, and it runs the criu on PATH")
+_LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+                 "/usr/lib64", "/usr/lib", "/lib64", "/lib", "/usr/local/lib")
+
+
+def libcriu_installed(ld_cache: Path = Path("/etc/ld.so.cache")) -> bool:
+    """Whether the dynamic loader finds libcriu.so.2: in its cache (ldconfig's, which names
+    each library it indexed) or in a usual library directory."""
+    try:
+        if LIBCRIU.encode() in ld_cache.read_bytes():
+            return True
+    except OSError:
+        pass
+    return any(Path(d, LIBCRIU).exists() for d in _LIBRARY_DIRS)
+
+
+def runtime_problem(runtime: str, runtime_details: str,
+                    libcriu: Callable[[], bool] | None = None) -> CriuKernelAdvice | None:
+    """Why podman's OCI runtime cannot checkpoint here, when that is known without trying:
+    crun built without CRIU, or crun without libcriu. None for runc and unknown builds."""
+    if runtime != "crun":
+        return None
+    features = runtime_details.split()
+    if "-CRIU" in features:
+        return CriuKernelAdvice("crun was built without CRIU: it cannot checkpoint",
+                                "use runc: " + _USE_RUNC_SHORT)
+    if "+CRIU" in features and not (libcriu or libcriu_installed)():
+        return CriuKernelAdvice(f"crun needs {LIBCRIU} to checkpoint and it is not installed",
+                                LIBCRIU_FIX)
+    return None
+
+
+_USE_RUNC_SHORT = ('apt-get install runc and set [engine] runtime = "runc" in '
+                   "/etc/containers/containers.conf.d/")
 
 
 def kernel_release() -> str:
