@@ -486,8 +486,7 @@ def check_criu_config(facts: HostFacts) -> Check | None:
     if facts.podman.runtime == "crun":
         return Check("criu-config", OK,
                      "resume restores without a CRIU configuration file (no auto-dedup): crun "
-                     f"reads {criu_config.ANNOTATION} only from 1.26 with libcriu >= 4.2, and "
-                     "an older one fails the restore that names one")
+                     f"reads {criu_config.ANNOTATION} only from 1.26 with libcriu >= 4.2")
     if facts.podman.runtime != "runc":
         return None
     if facts.runc_criu_config:
