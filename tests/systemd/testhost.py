@@ -59,7 +59,7 @@ class Service:
         conf = (f"IMAGE=localhost/warmctl-test/memcached\n"
                 f'PODMAN_ARGS="--publish 127.0.0.1:{self.port}:11211"\n'
                 f'COMMAND="-m 256 -p 11211"\n'
-                "SNAPSHOT_ARGS=--tcp-established\nRESUME_ARGS=--tcp-established\n"
+                "SNAPSHOT_ARGS=--tcp-established\n"
                 f"KEEP_LAST={self.keep_last}\n")
         inside("sh", "-c", f"mkdir -p /etc/warmctl/services && cat >/etc/warmctl/services/"
                            f"{self.name}.conf <<'EOF'\n{conf}EOF\n")
