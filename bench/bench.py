@@ -4,6 +4,8 @@ Run as root on a host prepared by scripts/provision-host:
 
     .venv/bin/python bench/bench.py [--sizes 256,1024] [--repeat 3] [--out bench/results]
                                     [--publish-chart] [--no-micro | --micro-only]
+                                    [--volumes | --volumes-only] [--volumes-mib 1024,1024]
+                                    [--no-under-load | --under-load-only]
 
 Prints a table (medians, ratios to podman's defaults) and the targets with PASS/FAIL; writes
 OUT/results.json (every raw figure and the machine's facts) and OUT/chart.png. Exit status: 0
@@ -40,6 +42,8 @@ from report import (
     summarize,
 )
 from samples import MicroSample
+from under_load import LoadSample, as_records, format_under_load, run_under_load
+from volumes import VolumeBenchmark, format_volumes, summarize_volumes
 
 REPO = Path(__file__).resolve().parent.parent
 SCRATCH = Path("/var/tmp")
@@ -60,7 +64,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parts.add_argument("--no-micro", action="store_true", help="skip the CLI latency benchmarks")
     parts.add_argument("--micro-only", action="store_true",
                        help="only the CLI latency benchmarks (no containers, no root needed)")
+    section = parser.add_mutually_exclusive_group()
+    section.add_argument("--volumes", action="store_true",
+                         help="also measure consistent volume capture against podman's "
+                              "--leave-running (see bench/volumes.py)")
+    section.add_argument("--volumes-only", action="store_true",
+                         help="only the volume capture section")
+    parser.add_argument("--volumes-mib", default="1024,1024",
+                        help="the volume section's memcached data and volume data, MiB "
+                             "(default: 1024,1024)")
+    loaded = parser.add_mutually_exclusive_group()
+    loaded.add_argument("--no-under-load", action="store_true",
+                        help="skip the snapshot-under-load rows")
+    loaded.add_argument("--under-load-only", action="store_true",
+                        help="only snapshot under load, at the largest size: clients' errors "
+                             "and latency during warmctl's and podman's --leave-running "
+                             "checkpoints")
     args = parser.parse_args(argv)
+    if args.micro_only and args.under_load_only:
+        parser.error("--micro-only and --under-load-only exclude each other")
+    try:
+        args.volumes_mib = [int(s) for s in args.volumes_mib.split(",")]
+    except ValueError:
+        parser.error(f"--volumes-mib: expected MEMORY,VOLUME in MiB, got {args.volumes_mib!r}")
+    if len(args.volumes_mib) != 2 or min(args.volumes_mib) < 1:
+        parser.error("--volumes-mib: expected two positive numbers, MEMORY,VOLUME")
     try:
         args.sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     except ValueError:
@@ -134,15 +162,20 @@ def machine_facts() -> dict[str, Any]:
 
 # --- the run ------------------------------------------------------------------------------------
 
-def run_containers(sizes: list[int], repeat: int, workdir: Path,
-                   done: list[SizeBenchmark]) -> None:
-    """Measure every size; done gets each size as it starts, so a failure keeps what was had."""
+def run_containers(args: argparse.Namespace, workdir: Path, done: list[SizeBenchmark],
+                   loaded: list[LoadSample]) -> None:
+    """Measure every size, then (unless told otherwise) snapshot under load at the largest;
+    done and loaded get what was measured as it is, so a failure keeps what was had."""
     podman = Podman()
     warmctl = Warmctl(workdir / "home")
     try:
-        for size in sizes:
-            done.append(SizeBenchmark(size, workdir, podman, warmctl))
-            done[-1].run(repeat, log)
+        if not args.under_load_only:
+            for size in args.sizes:
+                done.append(SizeBenchmark(size, workdir, podman, warmctl))
+                done[-1].run(args.repeat, log)
+        if not args.no_under_load:
+            loaded += run_under_load(max(args.sizes), args.repeat, workdir, podman, warmctl,
+                                     log)
     finally:
         podman.cleanup()
 
@@ -156,16 +189,28 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     started = datetime.now(UTC)
     if not args.micro_only:
-        preflight(args.sizes, args.repeat)
+        preflight(args.sizes + (args.volumes_mib if args.volumes or args.volumes_only else []),
+                  args.repeat)
     facts = machine_facts()
     workdir = Path(tempfile.mkdtemp(prefix="warmctl-bench-", dir=SCRATCH))
     benches: list[SizeBenchmark] = []
+    loaded: list[LoadSample] = []
     micro: list[MicroSample] = []
+    volume_bench: VolumeBenchmark | None = None
     error: str | None = None
     try:
-        if not args.micro_only:
-            run_containers(args.sizes, args.repeat, workdir, benches)
-        if not args.no_micro:
+        if not (args.micro_only or args.volumes_only):
+            run_containers(args, workdir, benches, loaded)
+        if args.volumes or args.volumes_only:
+            podman = Podman()
+            memory_mib, volume_mib = args.volumes_mib
+            volume_bench = VolumeBenchmark(memory_mib, volume_mib, workdir, podman,
+                                           Warmctl(workdir / "volumes-home"))
+            try:
+                volume_bench.run(args.repeat, log)
+            finally:
+                podman.cleanup()
+        if not (args.no_micro or args.volumes_only or args.under_load_only):
             log("CLI latency: list --json, --version, completion")
             micro = run_micro(workdir)
     except (CommandFailed, RuntimeError, TimeoutError, OSError) as exc:
@@ -177,12 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     facts["load_average_at_end"] = os.getloadavg()
-    status = report(args, facts, started, benches, micro, error)
+    status = report(args, facts, started, benches, micro, error, loaded, volume_bench)
     return 1 if error else status
 
 
 def report(args: argparse.Namespace, facts: dict[str, Any], started: datetime,
-           benches: list[SizeBenchmark], micro: list[MicroSample], error: str | None) -> int:
+           benches: list[SizeBenchmark], micro: list[MicroSample], error: str | None,
+           loaded: list[LoadSample], volume_bench: VolumeBenchmark | None = None) -> int:
     snapshots = [s for b in benches for s in b.snapshots]
     resumes = [r for b in benches for r in b.resumes]
     rows = summarize(snapshots, resumes)
@@ -192,6 +238,12 @@ def report(args: argparse.Namespace, facts: dict[str, Any], started: datetime,
         print()
     if micro:
         print(format_micro(micro))
+        print()
+    volume_rows = summarize_volumes(volume_bench.samples) if volume_bench else []
+    if volume_bench and volume_rows:
+        print(format_volumes(volume_rows, volume_bench.size_mib, volume_bench.volume_mib))
+    if loaded:
+        print(format_under_load(loaded))
         print()
     for target in targets:
         print(target.text)
@@ -209,6 +261,10 @@ def report(args: argparse.Namespace, facts: dict[str, Any], started: datetime,
         "snapshots": [vars(s) for s in snapshots],
         "resumes": [vars(r) for r in resumes],
         "micro": [{**vars(m), "median_s": m.median_s} for m in micro],
+        "volumes": {"memory_mib": volume_bench.size_mib, "volume_mib": volume_bench.volume_mib,
+                    "samples": [vars(s) for s in volume_bench.samples],
+                    "summary": volume_rows} if volume_bench else None,
+        "under_load": as_records(loaded),
         **as_json(rows, targets),
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

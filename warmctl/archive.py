@@ -14,11 +14,13 @@ archive.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import tarfile
 import zlib
@@ -53,6 +55,8 @@ ROOTFS_DIFF = "rootfs-diff.tar"
 _REQUIRED = (CONFIG, SPEC, INVENTORY, PSTREE)
 _PAGES = re.compile(r"checkpoint/pages-\d+\.img")  # process memory, one file per pagemap
 _CORE = re.compile(r"checkpoint/core-\d+\.img")  # one per thread, named by its thread id
+# podman exports each named volume's content as a tar of its own, volumes/NAME.tar.
+VOLUME_TAR = re.compile(r"volumes/([A-Za-z0-9][A-Za-z0-9_.-]*)\.tar")
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -84,6 +88,11 @@ class ArchiveSummary:
     thread_count: int  # checkpoint/core-*.img files
     member_count: int  # every tar entry, directories included
     uncompressed_bytes: int  # length of the tar stream after decompression
+    # Named volumes: {"name", "destination", "bytes"} (bytes: the size of volumes/NAME.tar,
+    # None when the archive holds no content for it).
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    # Host paths bind-mounted by the user: {"source", "destination"}. Not in the archive.
+    bind_mounts: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -162,7 +171,8 @@ def summarize(path: Path) -> ArchiveSummary:
     except _BadContent as exc:
         raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
     except _READ_ERRORS as exc:
-        raise IntegrityError(f"{path} is damaged or truncated: {one_line(exc)}") from exc
+        raise IntegrityError(f"{path} is damaged or truncated: {_read_error(path, exc)}") \
+            from exc
     missing = _missing_members(found)
     if missing:
         raise IntegrityError(f"{path} is incomplete: it has no {', '.join(missing)}")
@@ -179,29 +189,54 @@ def verify_structure(path: Path) -> ArchiveSummary:
     return summarize(path)
 
 
-def configuration_tar(path: Path, *, within: int,
-                      edit_spec: Callable[[bytes, bytes], bytes] | None = None) -> bytes | None:
-    """A small tar of the archive's config.dump and spec.dump: what podman reads to create the
-    container. They are looked for in the first ``within`` bytes of the tar stream only
-    (podman writes them first); None when they are not there. ``edit_spec`` gets both
-    files' bytes and returns spec.dump's.
+# After the last member a plain tar has its end marker and padding: zeros, never this much.
+_TRAILER_LIMIT = 1 << 20
 
-    Raises IntegrityError when that part of the archive is damaged.
-    """
-    found: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
+
+def verify_checkpoint_quickly(path: Path) -> None:
+    """verify_structure() for a plain tar, reading only headers and metadata: it seeks over
+    the memory images (0.74 s saved at 1.2 GB, even from the page cache). Any other archive is
+    read whole, as verify_structure() does. Raises IntegrityError as it does."""
+    if detect_compression(path) != "none":
+        verify_structure(path)
+        return
     try:
-        with _open_tar(path, detect_compression(path)) as (tar, stream):
-            for member in tar:
-                if member.name in (CONFIG, SPEC) and member.isfile():
-                    found[member.name] = (member, _read_small(tar, member))
-                if len(found) == 2 or stream.length > within:
-                    break
+        with tarfile.open(path, "r:") as tar:  # a regular file: tarfile seeks over data
+            found = _read_members(tar)
+            end = tar.offset
+        with path.open("rb") as file:
+            trailer_length = file.seek(0, os.SEEK_END) - end
+            file.seek(end)
+            trailer = file.read(min(trailer_length, _TRAILER_LIMIT))
+        if trailer_length < 2 * tarfile.BLOCKSIZE or trailer_length > _TRAILER_LIMIT \
+                or trailer.strip(b"\0"):
+            raise tarfile.ReadError(f"no proper end of archive after byte {end}")
     except _BadContent as exc:
         raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
     except _READ_ERRORS as exc:
         raise IntegrityError(f"{path} is damaged or truncated: {one_line(exc)}") from exc
-    if len(found) < 2:
+    missing = _missing_members(found)
+    if missing:
+        raise IntegrityError(f"{path} is incomplete: it has no {', '.join(missing)}")
+
+
+def configuration_tar(path: Path, *, within: int,
+                      edit_spec: Callable[[bytes, bytes], bytes] | None = None,
+                      edit_dumps: Callable[[bytes, bytes], tuple[bytes, bytes]] | None = None,
+                      ) -> bytes | None:
+    """A small tar of the archive's config.dump and spec.dump: what podman reads to create the
+    container. They are looked for in the first ``within`` bytes of the tar stream only
+    (podman writes them first); None when they are not there. ``edit_dumps`` gets both
+    files' bytes and returns new ones; then ``edit_spec`` gets both and returns spec.dump's.
+
+    Raises IntegrityError when that part of the archive is damaged.
+    """
+    found = _configuration_members(path, within)
+    if found is None:
         return None
+    if edit_dumps is not None:
+        config, spec = edit_dumps(found[CONFIG][1], found[SPEC][1])
+        found[CONFIG], found[SPEC] = (found[CONFIG][0], config), (found[SPEC][0], spec)
     if edit_spec is not None:
         member, data = found[SPEC]
         found[SPEC] = (member, edit_spec(found[CONFIG][1], data))
@@ -213,6 +248,31 @@ def configuration_tar(path: Path, *, within: int,
             header.size, header.mode, header.mtime = len(data), member.mode & 0o777, member.mtime
             copy.addfile(header, io.BytesIO(data))
     return out.getvalue()
+
+
+def configuration_files(path: Path, *, within: int) -> tuple[bytes, bytes] | None:
+    """config.dump and spec.dump as podman will read them (see configuration_tar), read from
+    the tar stream, never extracted; None when they are not in the first ``within`` bytes."""
+    found = _configuration_members(path, within)
+    return (found[CONFIG][1], found[SPEC][1]) if found else None
+
+
+def _configuration_members(path: Path, within: int) \
+        -> dict[str, tuple[tarfile.TarInfo, bytes]] | None:
+    found: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
+    try:
+        with _open_tar(path, detect_compression(path)) as (tar, stream):
+            for member in tar:
+                if member.name in (CONFIG, SPEC) and member.isfile():
+                    found[member.name] = (member, _read_small(tar, member))
+                if len(found) == 2 or stream.length > within:
+                    break
+    except _BadContent as exc:
+        raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
+    except _READ_ERRORS as exc:
+        raise IntegrityError(f"{path} is damaged or truncated: {_read_error(path, exc)}") \
+            from exc
+    return found if len(found) == 2 else None
 
 
 @contextmanager
@@ -241,6 +301,8 @@ class _Found:
     memory_bytes: int = 0
     thread_count: int = 0
     rootfs_diff_bytes: int = 0
+    spec_mounts: list[Any] = field(default_factory=list)
+    volume_tars: dict[str, int] = field(default_factory=dict)  # volume name -> tar size
 
 
 class _Readable(Protocol):
@@ -321,7 +383,8 @@ def _note_member(tar: tarfile.TarFile, member: tarfile.TarInfo, found: _Found) -
     if name == CONFIG:
         found.config = _json_object(name, _read_small(tar, member))
     elif name == SPEC:
-        _json_object(name, _read_small(tar, member))  # checked, not kept: a restore parses it
+        mounts = _json_object(name, _read_small(tar, member)).get("mounts")
+        found.spec_mounts = mounts if isinstance(mounts, list) else []
     elif name == PSTREE:
         found.process_count = _count_processes(_read_small(tar, member))
     elif name == ROOTFS_DIFF:
@@ -331,6 +394,8 @@ def _note_member(tar: tarfile.TarFile, member: tarfile.TarInfo, found: _Found) -
         found.memory_bytes += member.size
     elif _CORE.fullmatch(name):
         found.thread_count += 1
+    elif volume := VOLUME_TAR.fullmatch(name):
+        found.volume_tars[volume.group(1)] = member.size
 
 
 def _read_small(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
@@ -413,7 +478,29 @@ def _summary(compression: Compression, found: _Found, uncompressed_bytes: int) -
         thread_count=found.thread_count,
         member_count=found.member_count,
         uncompressed_bytes=uncompressed_bytes,
+        volumes=[{**volume, "bytes": found.volume_tars.get(volume["name"])}
+                 for volume in named_volumes(config)],
+        bind_mounts=bind_mounts(config, found.spec_mounts),
     )
+
+
+def named_volumes(config: dict[str, Any]) -> list[dict[str, str]]:
+    """The named volumes config.dump says the container mounts: {"name", "destination"}."""
+    volumes = config.get("namedVolumes")
+    return [{"name": v["volumeName"], "destination": str(v.get("dest", ""))}
+            for v in volumes if isinstance(v, dict) and isinstance(v.get("volumeName"), str)] \
+        if isinstance(volumes, list) else []
+
+
+def bind_mounts(config: dict[str, Any], spec_mounts: list[Any]) -> list[dict[str, str]]:
+    """The host paths the user bind-mounted (spec mounts at config.dump's userVolumes that
+    are no named volume): podman's checkpoint holds none of their content."""
+    user = config.get("userVolumes")
+    wanted = set(user) if isinstance(user, list) else set()
+    wanted -= {v["destination"] for v in named_volumes(config)}
+    return [{"source": str(m.get("source", "")), "destination": m["destination"]}
+            for m in spec_mounts
+            if isinstance(m, dict) and m.get("type") == "bind" and m.get("destination") in wanted]
 
 
 def _text(config: dict[str, Any], key: str) -> str:
@@ -431,6 +518,15 @@ def _read_head(path: Path) -> bytes:
 
 def _unreadable(path: Path, exc: OSError) -> IntegrityError:
     return IntegrityError(f"cannot read {path}: {exc.strerror or one_line(exc)}")
+
+
+def _read_error(path: Path, exc: BaseException) -> str:
+    text = one_line(exc)
+    if text == "empty file":  # tarfile's words when the stream decompressed to nothing
+        with contextlib.suppress(OSError):
+            size = path.stat().st_size
+            return f"{size} bytes that decompress to no tar data" if size else text
+    return text
 
 
 def one_line(exc: BaseException) -> str:

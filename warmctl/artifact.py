@@ -22,6 +22,8 @@ from typing import Any
 
 from warmctl.catalogue import Snapshot, SnapshotRecord
 from warmctl.errors import IntegrityError
+from warmctl.labels import label_problem
+from warmctl.podman_input import is_valid_container_name
 from warmctl.refs import is_valid_name
 from warmctl.registry import OCI_MANIFEST, sha256_digest
 
@@ -153,9 +155,10 @@ def _descriptor(value: Any, source: str, what: str) -> Descriptor:
 
 
 def record_from_config(data: bytes, artifact: Artifact, *, name: str | None, source: str,
-                       manifest_digest: str) -> SnapshotRecord:
+                       manifest_digest: str,
+                       signed_by: dict[str, str] | None = None) -> SnapshotRecord:
     """The catalogue record for a pulled snapshot, named ``name`` (default: the name it was
-    pushed under)."""
+    pushed under); ``signed_by``: the key that verified it ({"key", "fingerprint"})."""
     try:
         config = json.loads(data)
     except ValueError as exc:
@@ -174,16 +177,26 @@ def record_from_config(data: bytes, artifact: Artifact, *, name: str | None, sou
         if isinstance(extra, dict) else {}
     extra["pulled"] = {"source": source, "manifest_digest": manifest_digest,
                        "source_ref": _text(config, "ref", source),
-                       "created": _text(config, "created", source)}
+                       "created": _text(config, "created", source),
+                       "signed_by": signed_by}
+    # What resume hands podman and list prints is held to the rules of what warmctl records.
+    container = _text(config, "container", source)
+    if not is_valid_container_name(container):
+        raise not_a_snapshot(source, f"its container name {container!r} is not one podman takes")
+    labels = _mapping(config, "labels", source, str)
+    for key, value in labels.items():
+        problem = label_problem(key, value)
+        if problem:
+            raise not_a_snapshot(source, f"its config has an {problem}")
     return SnapshotRecord(
         name=name,
-        container_name=_text(config, "container", source),
+        container_name=container,
         container_id=_text(config, "container_id", source),
         image_name=_text(config, "image", source),
         image_id=_text(config, "image_id", source),
         compression=artifact.compression,
         ports=_strings(config, "ports", source),
-        labels=_mapping(config, "labels", source, str),
+        labels=labels,
         host=_mapping(config, "host", source, str),
         criu_stats=_mapping(config, "criu_stats", source, int),
         extra=extra,

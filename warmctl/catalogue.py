@@ -16,7 +16,10 @@ opens the catalogue; between rename and commit, an archive without a row, swept 
 rm or prune (under the write lock). A row never points at a missing or half-written archive.
 
 A temporary file is owned through an exclusive ``flock`` held by the process that made it;
-the sweep deletes only files whose lock it can take, i.e. whose owner has died.
+the sweep deletes only files whose lock it can take, i.e. whose owner has died, and only
+under the names warmctl gives them (``PID-UUID.partial`` ...), in a directory whose
+catalogue.db carries warmctl's mark (``PRAGMA application_id``). A directory that is not
+empty and not a catalogue is refused before anything in it is created or deleted.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import sqlite3
+import stat
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -34,14 +39,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from warmctl.errors import CatalogueBusyError, IntegrityError, NotFoundError, WarmctlError
+from warmctl.errors import (
+    CatalogueBusyError,
+    IntegrityError,
+    NotFoundError,
+    UsageError,
+    WarmctlError,
+)
 from warmctl.ownership import owner_is_gone
-from warmctl.refs import Ref, format_ref, validate_name
+from warmctl.refs import NAME_PATTERN, Ref, format_ref, validate_name
 
 SCHEMA_VERSION = 1
 DEFAULT_LOCK_TIMEOUT = 30.0
 PUBLISH_LOCK_TIMEOUT = 600.0
 STALE_CREATING_SECONDS = 3600
+# catalogue.db's mark (PRAGMA application_id, in the database header): "wmct". It is what makes
+# a directory warmctl's, and so what allows warmctl to create and sweep files in it.
+APPLICATION_ID = 0x776D6374
+DB_NAME = "catalogue.db"
+# Everything warmctl itself puts in HOME: a directory holding only these, all empty (a first
+# open that was interrupted), is as good as an empty one.
+_SQLITE_FILES = frozenset({DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal"})
+_LAYOUT = _SQLITE_FILES | {"archives", "tmp", "logs", "rescued"}
+# The names of warmctl's temporary files in tmp/ (new_temp_file, hold_archive): the only
+# names the sweep ever deletes.
+TEMP_SUFFIXES = (".partial", ".hold", ".plain", ".creating")
+ARCHIVE_NAME = re.compile(rf"{NAME_PATTERN}@[1-9][0-9]*\.tar")  # archives/NAME@GEN.tar
+TEMP_NAME = re.compile(r"[0-9]+-[0-9a-f]{32}\.(?:partial|hold|plain|creating)")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS names (
@@ -184,6 +208,24 @@ class TempFile:
         self.close()
 
 
+class HeldArchive(TempFile):
+    """A hard link to a snapshot's archive in tmp/ (see Catalogue.hold_archive). An error
+    about it that leaves its ``with`` block names the snapshot and its archive instead: the
+    link's PID-UUID.hold name means nothing to the person reading the message."""
+
+    def __init__(self, path: Path, fd: int, snapshot: Snapshot) -> None:
+        super().__init__(path, fd)
+        self.snapshot = snapshot
+
+    def __exit__(self, *exc_info: object) -> None:
+        exc = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(exc, WarmctlError) and str(self.path) in exc.message:
+            subject = f"{self.snapshot.ref}'s archive ({self.snapshot.archive})"
+            exc.message = exc.message.replace(str(self.path), subject)
+            exc.args = (exc.message, *exc.args[1:])
+        self.close()
+
+
 def _secure_mkdir(path: Path) -> None:
     """Create a 0700 directory whatever the umask. An existing one keeps its mode: --home
     may name a directory that is not warmctl's to change (doctor warns when it is open)."""
@@ -203,7 +245,7 @@ class Catalogue:
         self._archives_prefix = f"{self.archives_dir}{os.sep}"
         self.tmp_dir = home / "tmp"
         self.logs_dir = home / "logs"
-        self.db_path = home / "catalogue.db"
+        self.db_path = home / DB_NAME
         self.lock_timeout = lock_timeout
         self._db: sqlite3.Connection | None = None
         self.swept_on_open: list[Path] = []  # what open() removed from tmp/
@@ -211,19 +253,20 @@ class Catalogue:
     # --- opening ------------------------------------------------------------------------------
 
     def open(self) -> Catalogue:
+        entries = self._check_home()
         try:
-            for directory in (self.home, self.archives_dir, self.tmp_dir, self.logs_dir):
-                _secure_mkdir(directory)
+            _secure_mkdir(self.home)
         except OSError as exc:
             raise WarmctlError(f"cannot create the catalogue at {self.home}: {exc.strerror}") \
                 from exc
         try:
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE for writes).
             db = sqlite3.connect(self.db_path, timeout=self.lock_timeout, isolation_level=None)
-            os.chmod(self.db_path, 0o600)
             db.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
+            # Read before anything is written: a database that is not warmctl's is left as is.
+            version = self._check_identity(db, entries)
+            os.chmod(self.db_path, 0o600)
             db.execute("PRAGMA journal_mode = WAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise WarmctlError(
                     f"catalogue {self.db_path} was written by a newer warmctl "
@@ -236,8 +279,13 @@ class Catalogue:
                         if statement.strip():
                             db.execute(statement)
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             else:
                 db.execute("SELECT count(*) FROM snapshots").fetchone()
+            if db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+                # A catalogue made before the mark existed: it gets it now.
+                with self._write(db):
+                    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         except sqlite3.OperationalError as exc:
             raise self._translate(exc) from exc
         except sqlite3.DatabaseError as exc:
@@ -245,9 +293,92 @@ class Catalogue:
                 f"catalogue {self.db_path} is unreadable: {exc}",
                 hint="restore it from a backup, or move it aside to start a new catalogue",
             ) from exc
+        try:
+            for directory in (self.archives_dir, self.tmp_dir, self.logs_dir):
+                _secure_mkdir(directory)
+        except OSError as exc:
+            db.close()
+            raise WarmctlError(f"cannot create the catalogue at {self.home}: {exc.strerror}") \
+                from exc
         self._db = db
         self.swept_on_open = self.sweep_temporary_files()
         return self
+
+    def _check_home(self) -> set[str]:
+        """What HOME holds, after refusing (exit 2) a HOME that is not warmctl's to fill and
+        sweep: the root directory, a file, or a directory holding other things and no
+        catalogue.db. A missing or empty directory becomes a new catalogue."""
+        refuse = "give an empty or new directory, or an existing catalogue, as --home or " \
+            "WARMCTL_HOME"
+        try:
+            resolved = self.home.resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise UsageError(f"catalogue home {self.home} cannot be resolved: {exc}") from exc
+        if resolved == Path(resolved.anchor):
+            raise UsageError(
+                f"catalogue home {self.home} is the root directory, not a catalogue ({refuse})")
+        try:
+            entries = set(os.listdir(self.home))
+        except FileNotFoundError:
+            return set()
+        except NotADirectoryError:
+            raise UsageError(
+                f"catalogue home {self.home} is not a directory ({refuse})") from None
+        except OSError as exc:
+            raise WarmctlError(f"cannot read the catalogue at {self.home}: {exc.strerror}") \
+                from exc
+        if DB_NAME in entries or self._only_empty_layout(entries):
+            return entries  # catalogue.db's own mark is checked once it is open
+        raise UsageError(
+            f"{self.home} is not a warmctl catalogue: it is not empty and has no {DB_NAME} "
+            f"({refuse})"
+        )
+
+    def _only_empty_layout(self, entries: set[str]) -> bool:
+        if not entries <= _LAYOUT:
+            return False
+        for entry in entries:
+            path = self.home / entry
+            if path.is_symlink() or (path.is_dir() and any(path.iterdir())):
+                return False
+            if not path.is_dir() and path.stat().st_size:
+                return False
+        return True
+
+    def _check_identity(self, db: sqlite3.Connection, entries: set[str]) -> int:
+        """catalogue.db's schema version, once it is known to be warmctl's: marked, or made by
+        a warmctl from before the mark (its two tables), or new and empty in a directory that
+        holds nothing else. Anything else is another program's database: exit 2."""
+        application_id, version, tables = self._identity(db)
+        if application_id != APPLICATION_ID:
+            # Another warmctl may be creating this catalogue right now (it commits the schema
+            # and the mark together): wait for its write lock, and look again.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                application_id, version, tables = self._identity(db)
+            finally:
+                db.execute("ROLLBACK")
+        if application_id == APPLICATION_ID:
+            return version
+        if application_id == 0 and version == SCHEMA_VERSION and {"names", "snapshots"} <= tables:
+            return version
+        if application_id == 0 and version == 0 and not tables \
+                and self._only_empty_layout(entries - _SQLITE_FILES):
+            return version
+        db.close()
+        raise UsageError(
+            f"{self.db_path} is not a warmctl catalogue (give an empty or new directory, or an "
+            "existing catalogue, as --home or WARMCTL_HOME)"
+        )
+
+    @staticmethod
+    def _identity(db: sqlite3.Connection) -> tuple[int, int, set[str]]:
+        """catalogue.db's application_id, user_version and table names."""
+        application_id: int = db.execute("PRAGMA application_id").fetchone()[0]
+        version: int = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return application_id, version, tables
 
     def close(self) -> None:
         if self._db is not None:
@@ -325,6 +456,8 @@ class Catalogue:
 
     def new_temp_file(self, suffix: str = ".partial") -> TempFile:
         """An empty 0600 file in tmp/, locked by this process, for podman to export into."""
+        if suffix not in TEMP_SUFFIXES:
+            raise ValueError(f"not a temporary file suffix the sweep knows: {suffix}")
         stem = f"{os.getpid()}-{uuid.uuid4().hex}"
         creating = self.tmp_dir / f"{stem}.creating"
         fd = os.open(creating, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -335,7 +468,7 @@ class Catalogue:
         os.rename(creating, path)
         return TempFile(path, fd)
 
-    def hold_archive(self, snapshot: Snapshot) -> TempFile:
+    def hold_archive(self, snapshot: Snapshot) -> HeldArchive:
         """A locked hard link to a snapshot's archive, so that a concurrent rm or prune
         cannot pull the file from under a resume or verify that is reading it."""
         stem = f"{os.getpid()}-{uuid.uuid4().hex}"
@@ -352,7 +485,7 @@ class Catalogue:
         # As in new_temp_file: locked before it gets a name the sweep looks at.
         path = self.tmp_dir / f"{stem}.hold"
         os.rename(creating, path)
-        return TempFile(path, fd)
+        return HeldArchive(path, fd, snapshot)
 
     def rescue(self, path: Path, name: str) -> Path:
         """Move a checkpoint that could not be recorded to rescued/, where no sweep touches
@@ -366,7 +499,11 @@ class Catalogue:
         return dest
 
     def sweep_temporary_files(self) -> list[Path]:
-        """Remove temporary files whose owner is gone. Returns what was removed."""
+        """Remove temporary files whose owner is gone. Returns what was removed.
+
+        Only regular files under the names warmctl gives them (TEMP_NAME) are considered:
+        anything else in tmp/ (a directory, a symlink, a file someone put there) is left alone.
+        """
         removed: list[Path] = []
         try:
             entries = list(self.tmp_dir.iterdir())
@@ -374,11 +511,19 @@ class Catalogue:
             return removed
         now = time.time()
         for path in entries:
+            if not TEMP_NAME.fullmatch(path.name):
+                continue
+            try:
+                found = path.lstat()
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(found.st_mode):
+                continue  # never opened: a FIFO would block, a symlink lead elsewhere
             if path.suffix == ".creating":
                 # ctime, not mtime: a hard link to an old archive has an old mtime, but
                 # making the link set its ctime.
-                with contextlib.suppress(FileNotFoundError):
-                    if now - path.stat().st_ctime > STALE_CREATING_SECONDS:
+                if now - found.st_ctime > STALE_CREATING_SECONDS:
+                    with contextlib.suppress(FileNotFoundError):
                         path.unlink()
                         removed.append(path)
                 continue
@@ -394,11 +539,13 @@ class Catalogue:
         with self._write() as db:
             known = {row[0] for row in db.execute("SELECT archive FROM snapshots")}
             for path in self.archives_dir.iterdir():
-                if path.name not in known:
-                    # A concurrent rm unlinks its files after its own transaction.
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
-                        removed.append(path)
+                if path.name in known or not ARCHIVE_NAME.fullmatch(path.name) \
+                        or not path.is_file() or path.is_symlink():
+                    continue  # not an archive warmctl published: not warmctl's to delete
+                # A concurrent rm unlinks its files after its own transaction.
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
         return removed
 
     def check_writable(self) -> None:

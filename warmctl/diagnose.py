@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import NamedTuple
 
-from warmctl.host import (
+from warmctl.criu_kernel import (
     CRIU_KERNEL_PAIRS,
     LIBCRIU_FIX,
     criu_kernel_advice,
@@ -39,15 +40,16 @@ def ulimits_fix(nofile_hard: int = 1024, nproc_hard: int = 4096) -> str:
 
 class _Cause(NamedTuple):
     pattern: re.Pattern[str]
-    # The fix, given the CRIU version and kernel release when the caller knows them ("").
-    fix: Callable[[str, str], str]
+    # The fix, given what matched and the CRIU version and kernel release when the caller
+    # knows them ("").
+    fix: Callable[[re.Match[str], str, str], str]
 
 
-def _criu_upgrade(criu_min: str, symptom: str) -> Callable[[str, str], str]:
+def _criu_upgrade(criu_min: str, symptom: str) -> Callable[[re.Match[str], str, str], str]:
     """The fix for a CRIU too old for the kernel: ``criu_min``, unless this CRIU on this
     kernel needs a newer release still (3.17 on 6.18 needs 4.2, not the vDSO's 4.1)."""
 
-    def fix(criu: str, kernel: str) -> str:
+    def fix(_match: re.Match[str], criu: str, kernel: str) -> str:
         advice = criu_kernel_advice(criu, kernel)
         if advice is not None:
             return f"{advice.problem}: {advice.fix}"
@@ -56,19 +58,47 @@ def _criu_upgrade(criu_min: str, symptom: str) -> Callable[[str, str], str]:
     return fix
 
 
-def _pair_upgrade(breaks: str) -> Callable[[str, str], str]:
+def _pair_upgrade(breaks: str) -> Callable[[re.Match[str], str, str], str]:
     pair = next(p for p in CRIU_KERNEL_PAIRS if p.breaks == breaks)
     return _criu_upgrade(pair.criu_min, f"CRIU < {pair.criu_min} cannot checkpoint on kernel "
                                         f">= {pair.kernel_min} ({breaks})")
 
 
-def _criu_missing_or_old(criu: str, kernel: str) -> str:
+def _criu_missing_or_old(_match: re.Match[str], criu: str, kernel: str) -> str:
     advice = criu_kernel_advice(criu, kernel)
     return f"{advice.problem}: {advice.fix}" if advice is not None else missing_criu_fix(kernel)
 
 
-def _fixed(text: str) -> Callable[[str, str], str]:
-    return lambda _criu, _kernel: text
+def _fixed(text: str) -> Callable[[re.Match[str], str, str], str]:
+    return lambda _match, _criu, _kernel: text
+
+
+def device_name(kind: str, major: int, minor: int, sys_dev: Path = Path("/sys/dev")) -> str:
+    """/dev/NAME of a character ("chr") or block device by its numbers, as the kernel names
+    it in /sys/dev; "" when unknown."""
+    directory = "char" if kind == "chr" else "block"
+    try:
+        uevent = (sys_dev / directory / f"{major}:{minor}" / "uevent").read_text()
+    except OSError:
+        return ""
+    for line in uevent.splitlines():
+        key, _, value = line.partition("=")
+        if key == "DEVNAME" and value:
+            return f"/dev/{value}"
+    return ""
+
+
+def _device_fix(match: re.Match[str], _criu: str, _kernel: str) -> str:
+    kind, major, minor = match.group(1), int(match.group(2)), int(match.group(3))
+    name = device_name(kind, major, minor)
+    device = f"{name} ({kind} {major}:{minor})" if name else f"the device {kind} {major}:{minor}"
+    return (f"a process in the container holds {device} open, which CRIU cannot checkpoint: "
+            "close it (or stop the process using it) before the snapshot, or run the service "
+            "without the device")
+
+
+# What reaches CRIU at snapshot and resume, named in the fixes below (criu_config.py).
+_CONNECTIONS_DOC = "see warmctl doctor's criu-config line"
 
 
 # First match wins: CRIU's own causes before podman's generic wording.
@@ -83,8 +113,33 @@ _CAUSES: tuple[_Cause, ...] = (
     # a kernel-version pair) refuse CRIU < 4.1.1's way of restoring mount propagation.
     _Cause(re.compile(r"mnt-v2: Failed to make mount", re.I),
            _criu_upgrade("4.1.1", "CRIU < 4.1.1 cannot restore mounts on this kernel")),
+    _Cause(re.compile(r"Can't dump file \d+ of that type \[\d+\] \((chr|blk) (\d+):(\d+)\)"),
+           _device_fix),
+    # Restore: the snapshot has connections and CRIU got neither tcp-close nor
+    # --tcp-established (warmctl's configuration did not reach it).
+    _Cause(re.compile(r"Connected TCP socket in image", re.I), _fixed(
+        "the snapshot holds established TCP connections and CRIU was not told to close them "
+        f"({_CONNECTIONS_DOC}); resume --tcp-established keeps them, for the very container "
+        "at its own address only")),
+    # Dump: only without --tcp-established, which is warmctl's default.
     _Cause(re.compile(r"Connected TCP socket|consider using --tcp-established", re.I), _fixed(
-        "the container has established TCP connections: retry with --tcp-established")),
+        "the container has established TCP connections and --no-tcp-established refuses "
+        "them: snapshot without it to checkpoint them")),
+    _Cause(re.compile(r"In-flight connection", re.I), _fixed(
+        "a client connection was not yet accepted and CRIU was not told to skip it "
+        f"({_CONNECTIONS_DOC}): retry, or snapshot without --no-tcp-established")),
+    _Cause(re.compile(r"External socket is used|Can't dump half of stream unix connection|"
+                      r"unix: .*external", re.I), _fixed(
+        "a process in the container is connected to a unix socket outside it (a bind-mounted "
+        "socket such as /dev/log or a daemon's): podman cannot checkpoint that; close the "
+        "connection or stop mounting the socket")),
+    # CRIU reads each process's rlimits with prlimit(), which for another user's process
+    # needs CAP_SYS_RESOURCE (HOST-NOTES: root in the project's VMs lacks it).
+    _Cause(re.compile(r"Can't get rlimit \d+: Operation not permitted", re.I), _fixed(
+        "a process in the container runs as a user other than root, and this root lacks "
+        "CAP_SYS_RESOURCE, which CRIU needs to read its limits: run the container's processes "
+        "as root (e.g. podman run --user root, memcached -u root) or checkpoint on a host "
+        "whose root has CAP_SYS_RESOURCE (warmctl doctor says)")),
     _Cause(re.compile(r"(?:setrlimit|error setting rlimit).*operation not permitted", re.I),
            _fixed(ulimits_fix())),
     _Cause(re.compile(r"cgroups in hybrid mode not supported", re.I), _fixed(RUNC_FIX)),
@@ -106,14 +161,45 @@ _CAUSES: tuple[_Cause, ...] = (
 )
 
 
+# Error lines CRIU logs on every run on some hosts that are not why a dump or restore failed:
+# without CAP_SYS_RESOURCE, CRIU cannot raise its own open-files limit (HOST-NOTES).
+_BENIGN_CRIU_ERRORS = (
+    re.compile(r"rlimit: Can't setup RLIMIT_NOFILE for self"),
+)
+
+
 def criu_errors(lines: Iterable[str]) -> list[str]:
-    """CRIU's 'Error (file:line): ...' lines, in order, without timestamp and place."""
+    """CRIU's 'Error (file:line): ...' lines, in order, without timestamp and place, and
+    without the known benign ones: the first is the fatal error, the rest its consequences
+    ('Dump files (pid: N) failed', 'Dumping FAILED.')."""
     found: list[str] = []
     for line in lines:
         if _CRIU_ERROR.search(line):
             _, _, message = line.partition("): ")
-            found.append((message or line).strip())
+            message = (message or line).strip()
+            if not any(p.search(message) for p in _BENIGN_CRIU_ERRORS):
+                found.append(message)
     return found
+
+
+_PODMAN_WARNING = re.compile(r"level=warning|^WARN\[", re.I)
+# podman quotes the runtime's whole command line (image and work paths, container id: 600
+# characters) in its error: `/usr/bin/runc checkpoint --image-path ... ID` failed: ...
+_RUNTIME_COMMAND = re.compile(
+    r"[`\"](?:\S*/)?(runc|crun|kata-runtime|runsc)\s+(\w[\w-]*)[^`\"]*[`\"]")
+
+
+def without_warnings(stderr: str) -> str:
+    """podman's stderr without its warning lines, which are never the error (HOST-NOTES: a
+    host can print a net_cls warning on every podman command)."""
+    return "\n".join(line for line in stderr.splitlines()
+                     if not _PODMAN_WARNING.search(line))
+
+
+def shorten_runtime_command(line: str) -> str:
+    """'`/usr/bin/runc checkpoint --image-path ... ID` failed: exit status 1' ->
+    'runc checkpoint failed: exit status 1'."""
+    return _RUNTIME_COMMAND.sub(lambda m: f"{m.group(1)} {m.group(2)}", line)
 
 
 def diagnose(stderr: str, criu_log_text: str = "", *, criu_version: str = "",
@@ -123,8 +209,9 @@ def diagnose(stderr: str, criu_log_text: str = "", *, criu_version: str = "",
     ``criu_version`` and ``kernel``, when known, make a CRIU-upgrade fix name the release this
     host needs rather than the one that fixes only the symptom seen.
     """
-    for text in (criu_log_text, stderr):
+    for text in (criu_log_text, without_warnings(stderr)):
         for cause in _CAUSES:
-            if text and cause.pattern.search(text):
-                return cause.fix(criu_version, kernel)
+            match = cause.pattern.search(text) if text else None
+            if match:
+                return cause.fix(match, criu_version, kernel)
     return None

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from warmctl import criu_config, host, hostcompat
 from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.diagnose import RUNC_FIX, USE_RUNC, criu_errors, diagnose, ulimits_fix
-from warmctl.errors import CheckpointError, WarmctlError
+from warmctl.errors import CheckpointError, IntegrityError, WarmctlError
 from warmctl.podman import HostVersions, Podman, containers_conf_files
 from warmctl.snapshots import keep_criu_log
 from warmctl.units import format_size
@@ -114,6 +114,7 @@ class HostFacts:
     # What /sys/fs/cgroup/unified/cgroup.controllers lists: crun refuses hybrid mode only
     # when the cgroup2 hierarchy has controllers.
     cgroup2_controllers: str = ""
+    cap_sys_resource: bool | None = True  # None: unknown
 
 
 def gather_facts(podman: Podman, home: Path, *,
@@ -139,6 +140,7 @@ def gather_facts(podman: Podman, home: Path, *,
         runc_criu_config=criu_config.RUNC_DEFAULT.exists(),
         libcriu=host.libcriu_installed(),
         cgroup2_controllers=_read_text(Path("/sys/fs/cgroup/unified/cgroup.controllers")).strip(),
+        cap_sys_resource=host.has_cap_sys_resource(),
     )
 
 
@@ -479,23 +481,33 @@ def check_criu_kernel(facts: HostFacts) -> Check | None:
 
 
 def check_criu_config(facts: HostFacts) -> Check | None:
-    """Whether resume's restores through the archive get CRIU's auto-dedup: not a fault either
-    way, but a second per GiB of memory restored (warmctl/criu_config.py)."""
+    """How warmctl's CRIU options reach CRIU here (warmctl/criu_config.py): skip-in-flight at
+    snapshot, tcp-close (unless --tcp-established) and auto-dedup at resume."""
     if facts.podman is None:
         return None
-    if facts.podman.runtime == "crun":
-        return Check("criu-config", OK,
-                     "resume restores without a CRIU configuration file (no auto-dedup): crun "
-                     f"reads {criu_config.ANNOTATION} only from 1.26 with libcriu >= 4.2")
+    what = ("snapshot skips connections not yet accepted (skip-in-flight); resume closes "
+            "restored connections unless --tcp-established (tcp-close) and restores with "
+            "auto-dedup")
+    host_file = (f"; {criu_config.RUNC_DEFAULT} is read as well"
+                 if facts.runc_criu_config else "")
     if facts.podman.runtime != "runc":
+        return Check("criu-config", WARN,
+                     f"{what}, through the criu that runc runs: with {facts.podman.runtime} "
+                     "they may not reach CRIU, and snapshots of serving containers can fail",
+                     USE_RUNC)
+    return Check("criu-config", OK, f"{what}: {criu_config.HOW}{host_file}")
+
+
+def check_capabilities(facts: HostFacts) -> Check | None:
+    """CRIU reads each process's rlimits with prlimit(), which for a process of another user
+    needs CAP_SYS_RESOURCE (HOST-NOTES: root in the project's VMs lacks it)."""
+    if facts.cap_sys_resource is None or facts.cap_sys_resource:
         return None
-    if facts.runc_criu_config:
-        return Check("criu-config", OK,
-                     f"{criu_config.RUNC_DEFAULT} exists: resume leaves CRIU's configuration to "
-                     "it (no auto-dedup: restores take fresh memory for every page)")
-    return Check("criu-config", OK,
-                 "resume restores with CRIU's auto-dedup (a configuration file per restore, "
-                 f"in {criu_config.DIRECTORY})")
+    return Check("capability", WARN,
+                 "no CAP_SYS_RESOURCE: only containers whose processes all run as root can be "
+                 "checkpointed (CRIU cannot read another user's limits: Can't get rlimit)",
+                 "run the container's processes as root (podman run --user root), or warmctl "
+                 "where root has CAP_SYS_RESOURCE (outside a restricted VM or container)")
 
 
 def check_catalogue(facts: HostFacts) -> Check:
@@ -529,7 +541,7 @@ def check_catalogue(facts: HostFacts) -> Check:
 def run_checks(facts: HostFacts) -> list[Check]:
     """Every check, in the order a reader fixes things."""
     checks = (check_root, check_podman, check_runtime, check_cgroups, check_ulimits, check_criu,
-              check_criu_kernel, check_criu_config, check_catalogue)
+              check_criu_kernel, check_criu_config, check_capabilities, check_catalogue)
     results = [check(facts) for check in checks]
     return [result for result in results if result is not None]
 
@@ -543,6 +555,27 @@ def snapshot_checks(facts: HostFacts, snapshot: Snapshot, image_id: str | None) 
             for c in hostcompat.compare(snapshot, here, image_id)]
 
 
+def host_access_check(catalogue: Catalogue, snapshot: Snapshot) -> Check:
+    """``--snapshot REF``: the host access its container asks for (spec_policy.py); a warning
+    for a pulled snapshot, which resume refuses without --allow-host-access."""
+    from warmctl import spec_policy
+    from warmctl.snapshots import from_registry
+
+    try:
+        with catalogue.hold_archive(snapshot) as held:
+            access = spec_policy.archive_host_access(held.path)
+    except IntegrityError as err:
+        return Check("access", WARN, f"{snapshot.ref}: cannot read its spec: {err.message}",
+                     f"warmctl verify {snapshot.ref}")
+    if not access:
+        return Check("access", OK, f"{snapshot.ref}: asks for no host access")
+    detail = f"{snapshot.ref} asks for host access: {'; '.join(access)}"
+    if from_registry(snapshot):
+        return Check("access", WARN, detail,
+                     "resume refuses it unless given --allow-host-access")
+    return Check("access", OK, detail)
+
+
 def can_checkpoint(checks: Sequence[Check]) -> bool:
     """Warnings do not stop checkpointing; failures do."""
     return all(check.status != FAIL for check in checks)
@@ -551,19 +584,24 @@ def can_checkpoint(checks: Sequence[Check]) -> bool:
 # --- probe ------------------------------------------------------------------------------------
 
 
+# The probe's image is missing: the probe did not run, which says nothing about this host.
+PROBE_IMAGE_CHECK = "probe-image"
+
+
 def probe(podman: Podman, open_catalogue: Callable[[], Catalogue], image: str | None = None,
           *, clock: Callable[[], float] = time.monotonic) -> Check:
     """Run a tiny container, checkpoint --export it into the catalogue's tmp/, remove it,
     restore --import it, and check that it runs (and, for the test image, answers)."""
     if image is not None:
         if not podman.image_exists(image):
-            return Check("probe", FAIL, f"image {image} is not on this host",
+            return Check(PROBE_IMAGE_CHECK, FAIL, f"image {image} is not on this host",
                          "podman load (or podman import) it, or pass another --probe-image")
         command: tuple[str, ...] = ()  # its own default command
     elif podman.image_exists(PROBE_IMAGE):
         image, command = PROBE_IMAGE, PROBE_COMMAND
     else:
-        return Check("probe", FAIL, f"no image to probe with ({PROBE_IMAGE} is not here)",
+        return Check(PROBE_IMAGE_CHECK, FAIL,
+                     f"no image to probe with ({PROBE_IMAGE} is not here)",
                      "pass --probe-image IMAGE: a local image whose default command keeps running")
     try:
         catalogue = open_catalogue()

@@ -22,21 +22,26 @@ class ExitCode(IntEnum):
     PODMAN_FAILED = 7
     BUSY = 8
     NOT_READY = 9
+    TIMED_OUT = 124
     INTERRUPTED = 130
 
 
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.FAILURE: "any failure not listed below",
-    ExitCode.USAGE: "usage: unknown option, missing argument, malformed name or reference",
+    ExitCode.USAGE: "usage: unknown option, missing argument, malformed name, reference, port "
+                    "or label, a --home that is not a catalogue",
     ExitCode.NOT_FOUND: "not found: no such snapshot, generation or container",
-    ExitCode.CONFLICT: "conflict: container name or port already in use",
+    ExitCode.CONFLICT: "conflict: container name, port or volume already in use",
     ExitCode.INTEGRITY: "integrity: digest mismatch, truncated or unreadable archive or catalogue",
     ExitCode.ENVIRONMENT: "environment: podman or CRIU missing or unusable, not root",
     ExitCode.PODMAN_FAILED: "podman or CRIU failed to checkpoint or restore",
     ExitCode.BUSY: "catalogue busy or locked beyond the wait",
     ExitCode.NOT_READY: "warm: warm-up failed or the service never became ready",
-    ExitCode.INTERRUPTED: "interrupted (Ctrl-C): temporary files removed, nothing half-recorded",
+    ExitCode.TIMED_OUT: "a checkpoint or restore outlasted --time-limit: podman goes on "
+                        "alone, the message says where the container stands",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C): temporary files removed, nothing half-recorded; "
+                          "a second Ctrl-C leaves podman to finish alone, as the message says",
 }
 
 
@@ -117,3 +122,13 @@ class NotReadyError(WarmctlError):
 
 class Interrupted(WarmctlError):
     exit_code = ExitCode.INTERRUPTED
+
+
+class LeftUnfinished(Interrupted):
+    """A second Ctrl-C: warmctl left podman to finish a checkpoint or restore alone."""
+
+
+class TimedOut(WarmctlError):
+    """warmctl stopped waiting for a checkpoint or restore (--time-limit); podman goes on."""
+
+    exit_code = ExitCode.TIMED_OUT

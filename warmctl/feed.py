@@ -27,12 +27,12 @@ What keeps this safe:
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import fcntl
 import functools
 import logging
 import os
+import select
 import tempfile
 import threading
 import time
@@ -40,9 +40,10 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from warmctl import archive
+from warmctl import archive, spec_policy
 from warmctl.criu_config import spec_for_restore
 from warmctl.errors import IntegrityError
+from warmctl.waiting import in_daemon_thread
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +62,46 @@ class ArchiveFeed:
 
     ``plain_bytes``: the recorded size of the plain tar, if known. ``config_reads``: how many
     reads get only the configuration tar (0: every read gets the whole archive). ``advance``
-    receives the number of bytes fed to an import read. ``criu_config``: a CRIU configuration
-    file for the restore, named in the configuration tar's spec (see criu_config.py; without
-    one, that spec loses any file an earlier warmctl restore named).
+    receives the number of bytes fed to an import read. The configuration tar's spec loses
+    any CRIU configuration file an earlier warmctl restore named (see criu_config.py).
+    ``edit_dumps``: edits config.dump and spec.dump for the configuration reads (a clone's own
+    volumes, see volumes.py); with it, an archive whose configuration cannot be found is
+    refused. ``mark_spec``: edits that spec further (claim.py marks the container the restore
+    creates). ``confine``: a snapshot from a registry: its spec loses the annotations that
+    steer CRIU or the runtime (spec_policy.py) before warmctl's own edits, and it is never fed
+    without that edit.
     """
 
     def __init__(self, source: Path, expected_sha256: str, *, plain_bytes: int | None = None,
                  label: str = "", config_reads: int = CONFIG_READS,
-                 advance: Advance | None = None, criu_config: Path | None = None) -> None:
+                 advance: Advance | None = None,
+                 edit_dumps: Callable[[bytes, bytes], tuple[bytes, bytes]] | None = None,
+                 mark_spec: Callable[[bytes], bytes] | None = None,
+                 confine: bool = False) -> None:
         self.source = source
         self.label = label or source.name  # names the archive in errors: a snapshot's ref
         self.reads: list[str] = []  # "config" or "archive", one per read podman made
+        self.fed_whole = False  # an import read got the whole archive, its end included
+        # A second descriptor for the import read's pipe, for abandon(); under the lock, so
+        # that it is never written after the read is over (its number may be reused then).
+        self._import_fd: int | None = None
+        self._import_fd_lock = threading.Lock()
         self._expected = expected_sha256
         self._plain_bytes = plain_bytes if archive.checks_itself(source) else None
-        edit_spec = functools.partial(spec_for_restore, config_file=criu_config)
+
+        def edit_spec(config_dump: bytes, spec_dump: bytes) -> bytes:
+            if confine:  # a registry's annotations out first, then warmctl's own edits
+                spec_dump = spec_policy.confine(config_dump, spec_dump)
+            spec = spec_for_restore(config_dump, spec_dump)
+            return mark_spec(spec) if mark_spec is not None else spec
+
         self._config_tar = (archive.configuration_tar(source, within=_CONFIG_SEARCH_LIMIT,
-                                                      edit_spec=edit_spec)
+                                                      edit_spec=edit_spec,
+                                                      edit_dumps=edit_dumps)
                             if config_reads else None)
+        if (edit_dumps is not None or confine) and self._config_tar is None:
+            raise IntegrityError(f"archive of {self.label}: its configuration must be edited "
+                                 "for this restore, and it has none where podman writes it")
         self._config_reads = config_reads if self._config_tar is not None else 0
         self._advance = advance or (lambda _: None)
         self._damage: str | None = None
@@ -96,8 +120,9 @@ class ArchiveFeed:
                 tempfile.TemporaryDirectory(prefix="warmctl-feed-")))
             self.path = self._directory / "archive.tar"
             os.mkfifo(self.path, 0o600)
-            pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(max_workers=1))
-            self._hashing = pool.submit(_sha256_in_background, self.source)
+            # A daemon thread, as the server: nothing waits for it when warmctl leaves.
+            self._hashing = in_daemon_thread(functools.partial(_sha256_in_background,
+                                                               self.source), name="hash")
             # A daemon thread: when the user abandons a restore (a second Ctrl-C), warmctl
             # exits without waiting for podman to finish reading.
             self._server = threading.Thread(target=self._serve, name="feed", daemon=True)
@@ -140,6 +165,29 @@ class ArchiveFeed:
         if self._damage is not None:
             raise IntegrityError(f"archive of {self.label} is corrupt: {self._damage}",
                                  hint=f"remove it with: warmctl rm {self.label}")
+
+    def abandon(self, patience: float = 1.0) -> None:
+        """warmctl is leaving while podman may still read (a second Ctrl-C, the time limit):
+        when warmctl exits, the pipe ends wherever this thread was. Cut at a member's end,
+        that would pass for a whole, shorter tar. One more byte (0xff) makes whatever podman
+        has read, or will read, end in a truncated block: its import fails, before CRIU.
+        Waits at most ``patience`` seconds for room in the pipe."""
+        with self._import_fd_lock:
+            fd = self._import_fd
+            if fd is None or self.fed_whole:
+                return
+            deadline = time.monotonic() + patience
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, False)  # this thread's writes too: it ends with warmctl
+                while True:
+                    try:
+                        os.write(fd, b"\xff")
+                        return
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            log.debug("feed: no room in the pipe to spoil the stream")
+                            return
+                        select.select([], [fd], [], _STOP_POLL)
 
     @property
     def archive_was_read(self) -> bool:
@@ -194,10 +242,16 @@ class ArchiveFeed:
                         assert self._config_tar is not None
                         _write_all(fd, self._config_tar)
                     else:
+                        with self._import_fd_lock:
+                            self._import_fd = os.dup(fd)
                         self._feed_archive(fd)
                 except BrokenPipeError:
                     pass  # podman stopped reading (its tar reader ends at the end marker)
             finally:
+                with self._import_fd_lock:
+                    if self._import_fd is not None:
+                        os.close(self._import_fd)
+                        self._import_fd = None
                 os.close(fd)
 
     def _renew_fifo(self) -> None:
@@ -219,6 +273,7 @@ class ArchiveFeed:
             raise
         if self._damage is None and self._proved_whole(stream.length):
             stream.finish()
+            self.fed_whole = True
         else:
             stream.spoil()
 

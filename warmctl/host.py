@@ -7,9 +7,31 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
+from warmctl.criu_kernel import (
+    CRIU_KERNEL_PAIRS,
+    LIBCRIU,
+    LIBCRIU_FIX,
+    CriuKernelAdvice,
+    CriuKernelPair,
+    criu_kernel_advice,
+    install_criu_fix,
+    missing_criu_fix,
+    version_tuple,
+)
+from warmctl.errors import HostError
 from warmctl.podman import CommandResult, podman_environment, run_subprocess
+
+# The CRIU/kernel knowledge lives in criu_kernel.py (diagnose reads it without importing this
+# module, which runs programs through podman.py); these names stay importable from here.
+__all__ = [
+    "CAP_SYS_RESOURCE", "CRIU_KERNEL_PAIRS", "LIBCRIU", "LIBCRIU_FIX", "NOT_ROOT_FIX",
+    "CriuKernelAdvice",
+    "CriuKernelPair", "criu_check", "criu_kernel_advice", "criu_path", "criu_version",
+    "effective_capabilities", "has_cap_sys_resource", "hostname", "install_criu_fix",
+    "kernel_release", "libcriu_installed", "missing_criu_fix", "require_root",
+    "runtime_problem", "version_tuple",
+]
 
 _VERSION_RE = re.compile(r"Version:\s*([0-9][0-9.]*)")
 
@@ -40,74 +62,59 @@ def criu_check(timeout: float) -> CommandResult | None:
     return run_subprocess([path, "check"], timeout=timeout, env=podman_environment())
 
 
-class CriuKernelPair(NamedTuple):
-    """A CRIU release line that cannot checkpoint on kernels from ``kernel_min`` on."""
-
-    kernel_min: str
-    criu_min: str  # the first CRIU release that works there
-    breaks: str  # what breaks, in a word or two
+def kernel_release() -> str:
+    return os.uname().release
 
 
-# Measured on the project's hosts (../shared/HOST-NOTES.md) and named in CRIU's release notes.
-# The one place these pairs live: doctor, the snapshot/resume preflight and the failure hints
-# all read it.
-CRIU_KERNEL_PAIRS: tuple[CriuKernelPair, ...] = (
-    CriuKernelPair("6.13", "4.1", "vDSO"),
-    CriuKernelPair("6.16", "4.2", "socket options"),
-)
+def hostname() -> str:
+    return os.uname().nodename
 
 
-def install_criu_fix(criu_min: str) -> str:
-    return f"install CRIU >= {criu_min} (scripts/provision-host does)"
+# CAP_SYS_RESOURCE's bit in /proc/PID/status's CapEff (linux/capability.h).
+CAP_SYS_RESOURCE = 24
 
 
-def missing_criu_fix(kernel: str) -> str:
-    """How to get a CRIU that works on this kernel."""
-    needed = [p.criu_min for p in CRIU_KERNEL_PAIRS
-              if version_tuple(kernel) >= version_tuple(p.kernel_min)]
-    if needed:
-        return install_criu_fix(max(needed, key=version_tuple))
-    return "install CRIU (apt-get install criu, or scripts/provision-host)"
+def effective_capabilities(status: str | None = None) -> int | None:
+    """This process's effective capability mask (CapEff in /proc/self/status), None when
+    unknown."""
+    if status is None:
+        try:
+            status = Path("/proc/self/status").read_text()
+        except OSError:
+            return None
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key == "CapEff":
+            try:
+                return int(value.strip(), 16)
+            except ValueError:
+                return None
+    return None
 
 
-class CriuKernelAdvice(NamedTuple):
-    problem: str  # e.g. "CRIU 3.17 cannot checkpoint on kernel 6.18.44 (vDSO, socket options)"
-    fix: str
+def has_cap_sys_resource(status: str | None = None) -> bool | None:
+    """Whether this process has CAP_SYS_RESOURCE, which CRIU needs to read the rlimits of a
+    process of another user (prlimit): without it only containers whose processes all run as
+    root can be checkpointed. None when unknown."""
+    mask = effective_capabilities(status)
+    return None if mask is None else bool(mask >> CAP_SYS_RESOURCE & 1)
 
 
-def criu_kernel_advice(criu: str, kernel: str) -> CriuKernelAdvice | None:
-    """What is wrong with this CRIU on this kernel, by CRIU_KERNEL_PAIRS, or None.
-
-    Unknown versions ("") give None: the caller reports a missing or unusable CRIU itself.
-    """
-    criu_v, kernel_v = version_tuple(criu), version_tuple(kernel)
-    if not criu_v or not kernel_v:
-        return None
-    failing = [
-        pair for pair in CRIU_KERNEL_PAIRS
-        if kernel_v >= version_tuple(pair.kernel_min) and criu_v < version_tuple(pair.criu_min)
-    ]
-    if not failing:
-        return None
-    # One upgrade fixes them all: the newest release any of them needs.
-    needed = max((pair.criu_min for pair in failing), key=version_tuple)
-    breaks = ", ".join(pair.breaks for pair in failing)
-    return CriuKernelAdvice(
-        f"CRIU {criu} cannot checkpoint on kernel {kernel} ({breaks})",
-        install_criu_fix(needed),
-    )
+NOT_ROOT_FIX = "run warmctl as root (e.g. sudo warmctl ...)"
 
 
-# crun does not run the criu program itself: it loads libcriu at run time (`could not load
-# libcriu.so.2` without it), and libcriu then runs the criu program on PATH, so with Debian
-# 13's libcriu2 4.1.1 the CRIU that dumps is still the newest on PATH (measured in the Debian 13
-# test host, docs/testhosts.md). Debian packages it as a Recommends of crun, which
-# --no-install-recommends and debootstrap leave out.
-LIBCRIU = "libcriu.so.2"
-LIBCRIU_FIX = ("install libcriu (apt-get install libcriu2): crun loads it to checkpoint and "
-               "restore, and it runs the criu on PATH")
-_LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-                 "/usr/lib64", "/usr/lib", "/lib64", "/lib", "/usr/local/lib")
+def require_root(euid: int | None = None) -> None:
+    """Exit 6 before podman is asked anything: podman's checkpoint and restore need root, and
+    a rootless podman has a store of its own, where the container would be 'not found'."""
+    euid = os.geteuid() if euid is None else euid
+    if euid != 0:
+        raise HostError(f"running as uid {euid}: podman checkpoints and restores containers "
+                        "only as root", hint=NOT_ROOT_FIX)
+
+
+_LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu",
+                 "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib64", "/lib",
+                 "/usr/local/lib")
 
 
 def libcriu_installed(ld_cache: Path = Path("/etc/ld.so.cache")) -> bool:
@@ -140,20 +147,3 @@ def runtime_problem(runtime: str, runtime_details: str,
 _USE_RUNC_SHORT = ('apt-get install runc and set [engine] runtime = "runc" in '
                    "/etc/containers/containers.conf.d/")
 
-
-def kernel_release() -> str:
-    return os.uname().release
-
-
-def hostname() -> str:
-    return os.uname().nodename
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    """'4.2.1' -> (4, 2, 1); '6.18.44-fc-v509' -> (6, 18, 44). Non-numeric parts end it."""
-    parts: list[int] = []
-    for piece in re.split(r"[.\-+~]", version):
-        if not piece.isdigit():
-            break
-        parts.append(int(piece))
-    return tuple(parts)

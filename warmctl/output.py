@@ -8,6 +8,9 @@ light.
 from __future__ import annotations
 
 import json
+import os
+import re
+import select
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +22,45 @@ from warmctl.units import format_duration, format_size
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]  # "\n", "\t", "\x1b"
+
+
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (``| head -1``): the kernel reports
+    an error condition on the write end."""
+    try:
+        poller = select.poll()
+        poller.register(1, select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def discard_stdout() -> None:
+    """From now on, what is written to stdout goes to /dev/null: its reader left (a reader
+    that stops reading is not warmctl's failure), or it was closed. Descriptor 1 itself is
+    replaced, so that Python's own flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+    finally:
+        os.close(devnull)
+
+
+@contextmanager
+def _results() -> Iterator[None]:
+    """Around every write of a result: a reader that went away is not an error; the command
+    goes on and exits with the status of what it did (a snapshot taken is still exit 0)."""
+    try:
+        yield
+    except BrokenPipeError:
+        discard_stdout()
 
 
 class Progress:
@@ -113,7 +155,11 @@ class Output:
     def _console(self, stderr: bool) -> Console:
         from rich.console import Console
 
-        return Console(stderr=stderr, highlight=False, soft_wrap=not stderr)
+        console = Console(stderr=stderr, highlight=False, soft_wrap=not stderr)
+        if not stderr:
+            # rich's default exits 1; a reader that went away is not a failure (see _results).
+            console.on_broken_pipe = discard_stdout  # type: ignore[method-assign]
+        return console
 
     # --- results (stdout) ---------------------------------------------------------------------
 
@@ -121,8 +167,9 @@ class Output:
         # Indented for a person at a terminal; compact for pipes, where json's C encoder
         # is several times faster (indent forces the pure-Python one).
         indent = 2 if sys.stdout.isatty() else None
-        sys.stdout.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
+        with _results():
+            sys.stdout.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
 
     def json_text(self, text: str) -> None:
         """JSON already encoded (by SQLite); re-indented for a person at a terminal."""
@@ -133,14 +180,18 @@ class Output:
 
     def line(self, text: str) -> None:
         """A plain result line on stdout (a reference, a container name)."""
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+        with _results():
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]],
               *, empty: str = "") -> None:
         if not rows and empty:
             self.info(empty)
             return
+        # One line per row, whatever a cell holds (a label recorded before labels were
+        # checked): control characters are shown escaped, as Python writes them.
+        rows = [[_CONTROL.sub(_escaped, cell) for cell in row] for row in rows]
         if not sys.stdout.isatty():
             # For pipes, grep and awk: aligned plain columns, never wrapped or cut.
             self._plain_table(columns, rows)
@@ -155,22 +206,26 @@ class Output:
             table.add_column(column, no_wrap=not last, overflow="fold" if last else "ellipsis")
         for row in rows:
             table.add_row(*row)
-        self._console(stderr=False).print(table)
+        with _results():
+            self._console(stderr=False).print(table)
 
     def _plain_table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         lines = [columns, *rows]
         widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
-        for row in lines:
-            line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-            sys.stdout.write(line.rstrip() + "\n")
-        sys.stdout.flush()
+        with _results():
+            for row in lines:
+                line = "  ".join(cell.ljust(width)
+                                 for cell, width in zip(row, widths, strict=True))
+                sys.stdout.write(line.rstrip() + "\n")
+            sys.stdout.flush()
 
     def fields(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Key/value lines for `show`."""
         width = max((len(key) for key, _ in pairs), default=0)
-        for key, value in pairs:
-            sys.stdout.write(f"{key.ljust(width)}  {value}\n")
-        sys.stdout.flush()
+        with _results():
+            for key, value in pairs:
+                sys.stdout.write(f"{key.ljust(width)}  {value}\n")
+            sys.stdout.flush()
 
     def statuses(self, rows: Sequence[tuple[str, str, str]]) -> None:
         """Lines of (status, name, text), as doctor prints them: ``ok    criu          4.2.1``.
@@ -180,10 +235,11 @@ class Output:
         styles = {"ok": "green", "warn": "yellow", "fail": "bold red"}
         console = self._console(stderr=False)
         width = max((len(name) for _, name, _ in rows), default=0) + 3
-        for status, name, text in rows:
-            line = Text(status.ljust(6), style=styles.get(status, ""))
-            line.append(name.ljust(width) + text)
-            console.print(line)
+        with _results():
+            for status, name, text in rows:
+                line = Text(status.ljust(6), style=styles.get(status, ""))
+                line.append(name.ljust(width) + text)
+                console.print(line)
 
     # --- messages (stderr) --------------------------------------------------------------------
 

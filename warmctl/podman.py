@@ -8,18 +8,21 @@ the code depends on; ``PodmanCLI`` drives the real program; unit tests use a fak
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
 import subprocess
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
+from warmctl.diagnose import diagnose, shorten_runtime_command, without_warnings
 from warmctl.errors import (
     CheckpointError,
     HostError,
@@ -88,6 +91,60 @@ def podman_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+P = TypeVar("P")
+
+
+class NotStarted(Exception):
+    """A SpawnGate was closed before the program could start."""
+
+
+class SpawnGate:
+    """Says whether a program was started, to a caller that may stop waiting for it
+    (waiting.PodmanCall, on a second Ctrl-C or a time limit): once closed, nothing more starts
+    through it, so warmctl never says "podman goes on alone" of a podman that never ran, and
+    never leaves one to start after it has gone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+        self.started = False
+
+    def close(self) -> bool:
+        """Let nothing start from now on; returns whether a program started before."""
+        with self._lock:
+            self._closed = True
+            return self.started
+
+    def spawn(self, start: Callable[[], P]) -> P:
+        with self._lock:
+            if self._closed:
+                raise NotStarted("the caller stopped waiting before the program started")
+            proc = start()
+            self.started = True
+            return proc
+
+
+_this_thread = threading.local()
+
+
+@contextlib.contextmanager
+def spawning_through(gate: SpawnGate) -> Iterator[None]:
+    """Programs that run_subprocess starts in this thread while the context is open start
+    through ``gate``."""
+    _this_thread.gate = gate
+    try:
+        yield
+    finally:
+        _this_thread.gate = None
+
+
+def starting(start: Callable[[], P]) -> P:
+    """``start()`` a program, through this thread's SpawnGate when there is one (what a fake
+    podman calls to stand for its program starting)."""
+    gate: SpawnGate | None = getattr(_this_thread, "gate", None)
+    return gate.spawn(start) if gate is not None else start()
+
+
 def run_subprocess(
     argv: Sequence[str],
     *,
@@ -105,31 +162,44 @@ def run_subprocess(
     """
     argv = [str(a) for a in argv]
     log.debug("running %s", " ".join(argv))
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(  # noqa: S603 - argv list, no shell
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin, text=True,
+            errors="replace", env=dict(env) if env is not None else None,
+            start_new_session=own_session)
+
     try:
-        proc = subprocess.run(  # noqa: S603 - argv list, no shell
-            argv,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            env=dict(env) if env is not None else None,
-            stdin=stdin,
-            check=False,
-            start_new_session=own_session,
-        )
+        proc = starting(start)
     except FileNotFoundError as exc:
         raise HostError(
             f"{argv[0]} is not installed or not on PATH",
             hint="install podman (apt-get install podman) or run scripts/provision-host",
         ) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise PodmanError(
-            f"{' '.join(argv[:2])} did not finish within {exc.timeout:.0f}s",
-            argv=argv,
-        ) from exc
-    stderr_tail = proc.stderr.strip().rsplit("\n", 1)[-1] if proc.returncode else ""
-    log.debug("exit %d: %s %s", proc.returncode, argv[0], stderr_tail)
-    return CommandResult(argv, proc.returncode, proc.stdout, proc.stderr)
+    with proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            proc.communicate()
+            raise PodmanError(
+                f"{' '.join(argv[:2])} did not finish within {exc.timeout:.0f}s",
+                argv=argv,
+            ) from exc
+    returncode = proc.returncode
+    stderr_tail = stderr.strip().rsplit("\n", 1)[-1] if returncode else ""
+    log.debug("exit %d: %s %s", returncode, argv[0], stderr_tail)
+    return CommandResult(argv, returncode, stdout, stderr)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One of a container's mounts, as podman inspect lists it."""
+
+    type: str  # "volume" (a named volume) or "bind" (a host path)
+    name: str  # the volume's name; "" for a bind mount
+    source: str  # the host path
+    destination: str  # the path inside the container
 
 
 @dataclass(frozen=True)
@@ -143,6 +213,8 @@ class ContainerInfo:
     pid: int = 0  # the container's init process on the host, 0 when not running
     ports: list[str] = field(default_factory=list)  # "HOST_IP:HOST_PORT:CONTAINER_PORT/PROTO"
     labels: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)  # the spec's (Config.Annotations)
 
     @property
     def running(self) -> bool:
@@ -192,9 +264,34 @@ class Podman(ABC):
         return None
 
     def restore_in_place(self, container: str, *, tcp_established: bool = False,
-                         file_locks: bool = False) -> RestoreResult:
-        """Restore a checkpointed, stopped container from the checkpoint in its own storage."""
+                         file_locks: bool = False, criu_bin: Path | None = None) -> RestoreResult:
+        """Restore a checkpointed, stopped container from the checkpoint in its own storage.
+
+        ``criu_bin``, here and in checkpoint() and restore(): a directory put first on
+        podman's PATH, whose ``criu`` hands CRIU warmctl's configuration (criu_config.py)."""
         raise PodmanError("this podman adapter cannot restore in place")
+
+    # --- named volumes (warmctl/volumes.py) ---
+
+    def volume_mountpoint(self, name: str) -> Path | None:
+        """Where the volume's content lives on the host; None when there is no such volume."""
+        raise PodmanError("this podman adapter knows no volumes")
+
+    def volume_users(self, name: str) -> list[str]:
+        """The ids of the containers (any state) that mount the volume."""
+        raise PodmanError("this podman adapter knows no volumes")
+
+    def create_volume(self, name: str) -> Path:
+        """A new, empty named volume; returns its mountpoint."""
+        raise PodmanError("this podman adapter cannot create volumes")
+
+    def import_volume(self, name: str, tar: IO[bytes]) -> None:
+        """Fill the volume with the content of a tar stream, read to its end."""
+        raise PodmanError("this podman adapter cannot import volumes")
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; one that is already gone is not an error."""
+        raise PodmanError("this podman adapter cannot remove volumes")
 
     @abstractmethod
     def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
@@ -242,6 +339,7 @@ class Podman(ABC):
         compress: str = "zstd",
         tcp_established: bool = False,
         file_locks: bool = False,
+        criu_bin: Path | None = None,
     ) -> CheckpointResult: ...
 
     @abstractmethod
@@ -253,7 +351,11 @@ class Podman(ABC):
         publish: Sequence[str] = (),
         tcp_established: bool = False,
         file_locks: bool = False,
-    ) -> RestoreResult: ...
+        ignore_volumes: bool = False,
+        criu_bin: Path | None = None,
+    ) -> RestoreResult:
+        """``ignore_volumes``: the container mounts the volumes its configuration names as
+        they are, without creating them or restoring the archive's content into them."""
 
     @abstractmethod
     def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
@@ -267,6 +369,9 @@ _CONFLICT_PATTERNS = (
     re.compile(r"port is already allocated", re.I),
 )
 _NO_SUCH_CONTAINER = re.compile(r"no such container|no container with name or ID", re.I)
+_NO_SUCH_VOLUME = re.compile(r"no such volume|no volume with name", re.I)
+_VOLUME_EXISTS = re.compile(r"volume with name .* already exists", re.I)
+_VOLUME_IN_USE = re.compile(r"volume is being used|being used by the following container", re.I)
 _CRIU_LOG = re.compile(r"(/\S+/(?:dump|restore)\.log)")
 
 
@@ -279,21 +384,64 @@ class PodmanCLI(Podman):
         self.program = program or os.environ.get("WARMCTL_PODMAN") or "podman"
         self.query_timeout = query_timeout  # completion asks with a much shorter one
         self._env = podman_environment()
+        self._usable = False  # podman --version answered as podman does
 
     def _run(self, *args: str, timeout: float | None = None,
-             forever: bool = False) -> CommandResult:
+             forever: bool = False, answers_by_status: bool = False,
+             criu_bin: Path | None = None) -> CommandResult:
         """podman with ``args``: within ``timeout`` (default: the query timeout), or with no
-        time limit at all (``forever``)."""
-        if shutil.which(self.program, path=self._env["PATH"]) is None:
-            raise HostError(
-                f"{self.program} not found on PATH",
-                hint="install podman (apt-get install podman) or run scripts/provision-host",
-            )
+        time limit at all (``forever``); ``criu_bin`` first on its PATH. A program that is
+        missing, or fails without a word and is not podman (``WARMCTL_PODMAN=/bin/false``), is
+        HostError (exit 6).
+        ``answers_by_status``: a silent non-zero exit is podman's answer (``image exists``)."""
+        self._require_program()
         # Every podman call gets a session of its own: a Ctrl-C at the terminal reaches
         # warmctl alone, which decides what to stop (never a checkpoint or restore halfway).
         limit = None if forever else (timeout or self.query_timeout)
-        return run_subprocess([self.program, *args], timeout=limit, env=self._env,
-                              own_session=True)
+        env = self._env
+        if criu_bin is not None:
+            # podman hands the runtime only PATH (and XDG_RUNTIME_DIR); runc runs the first
+            # criu on it.
+            env = {**env, "PATH": os.pathsep.join((str(criu_bin), env["PATH"]))}
+        result = run_subprocess([self.program, *args], timeout=limit, env=env, own_session=True)
+        if result.returncode != 0 and not result.stderr.strip() and not answers_by_status:
+            self.require_usable()  # podman always says why it failed; is this podman?
+        return result
+
+    def _describe(self) -> str:
+        chosen = os.environ.get("WARMCTL_PODMAN")
+        return f"WARMCTL_PODMAN={chosen}" if chosen == self.program else self.program
+
+    def _require_program(self) -> None:
+        fix = "install podman (apt-get install podman) or run scripts/provision-host"
+        if os.sep in self.program:
+            # A path: PATH plays no part, so say what is wrong with that file.
+            if not os.path.exists(self.program):
+                raise HostError(f"{self._describe()} does not exist",
+                                hint="point WARMCTL_PODMAN at the podman program, or unset it")
+            if not os.path.isfile(self.program) or not os.access(self.program, os.X_OK):
+                raise HostError(f"{self._describe()} is not an executable program",
+                                hint="point WARMCTL_PODMAN at the podman program, or unset it")
+        elif shutil.which(self.program, path=self._env["PATH"]) is None:
+            raise HostError(f"{self._describe()} not found on PATH", hint=fix)
+
+    def require_usable(self) -> None:
+        """HostError (exit 6) unless ``podman --version`` answers as podman does; asked once,
+        and only after a failure or an answer podman would not give: no cost when all is well."""
+        if self._usable:
+            return
+        self._require_program()
+        result = run_subprocess([self.program, "--version"], timeout=self.query_timeout,
+                                env=self._env, own_session=True)
+        if result.returncode == 0 and result.stdout.startswith("podman version"):
+            self._usable = True
+            return
+        said = (_first_error_line(result.stderr) or result.stdout.strip()).split("\n")[0][:60]
+        answer = f"exited {result.returncode}" + (f": {said}" if said else " without a word")
+        raise HostError(
+            f"{self._describe()} is not a usable podman: `{self.program} --version` {answer}",
+            hint="point WARMCTL_PODMAN at the podman program, or unset it",
+        )
 
     def _check(self, result: CommandResult, what: str) -> CommandResult:
         if result.returncode != 0:
@@ -303,11 +451,8 @@ class PodmanCLI(Podman):
     def _error(
         self, result: CommandResult, what: str, default: type[PodmanError]
     ) -> PodmanError:
-        # Imported here: diagnose reads host, which imports this module.
-        from warmctl.diagnose import diagnose
-
-        stderr = result.stderr.strip()
-        first = _first_error_line(stderr)
+        stderr = without_warnings(result.stderr).strip()
+        first = shorten_runtime_command(_first_error_line(stderr))
         message = f"{what} failed: {first}" if first else f"{what} failed"
         hint = diagnose(stderr)
         if any(p.search(stderr) for p in _CONFLICT_PATTERNS):
@@ -323,10 +468,14 @@ class PodmanCLI(Podman):
         try:
             return json.loads(result.stdout or "null")
         except json.JSONDecodeError as exc:
+            self.require_usable()
             raise PodmanError(f"podman {args[0]} printed something that is not JSON") from exc
 
     def host_versions(self) -> HostVersions:
         info = self._json("info", "--format", "json")
+        if not isinstance(info, dict):  # a program that is not podman may print nothing
+            self.require_usable()
+            raise PodmanError("podman info printed no host information")
         host = info.get("host", {})
         runtime = host.get("ociRuntime", {})
         return HostVersions(
@@ -362,7 +511,12 @@ class PodmanCLI(Podman):
             if _NO_SUCH_CONTAINER.search(result.stderr):
                 return None
             raise self._error(result, "podman container inspect", PodmanError)
-        data = json.loads(result.stdout)
+        try:
+            data = json.loads(result.stdout)
+        except json.JSONDecodeError as exc:
+            self.require_usable()
+            raise PodmanError("podman container inspect printed something that is not JSON") \
+                from exc
         if not data:
             return None
         return _container_info(data[0])
@@ -383,7 +537,7 @@ class PodmanCLI(Podman):
             line for line in out.splitlines() if line and "<none>" not in line))
 
     def image_exists(self, image: str) -> bool:
-        return self._run("image", "exists", image).returncode == 0
+        return self._run("image", "exists", image, answers_by_status=True).returncode == 0
 
     def image_id(self, image: str) -> str | None:
         result = self._run("image", "inspect", "--format", "{{.Id}}", image)
@@ -426,6 +580,7 @@ class PodmanCLI(Podman):
         compress: str = "zstd",
         tcp_established: bool = False,
         file_locks: bool = False,
+        criu_bin: Path | None = None,
     ) -> CheckpointResult:
         args = ["container", "checkpoint", "--export", str(export_to), "--compress", compress,
                 "--print-stats"]
@@ -435,7 +590,7 @@ class PodmanCLI(Podman):
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        result = self._run(*args, container, forever=True)
+        result = self._run(*args, container, forever=True, criu_bin=criu_bin)
         if result.returncode != 0:
             if _NO_SUCH_CONTAINER.search(result.stderr):
                 raise NotFoundError(f"no such container: {container}")
@@ -454,28 +609,33 @@ class PodmanCLI(Podman):
         publish: Sequence[str] = (),
         tcp_established: bool = False,
         file_locks: bool = False,
+        ignore_volumes: bool = False,
+        criu_bin: Path | None = None,
     ) -> RestoreResult:
         args = ["container", "restore", "--import", str(archive), "--name", name,
                 "--print-stats"]
+        if ignore_volumes:
+            args.append("--ignore-volumes")
         for spec in publish:
             args += ["--publish", spec]
         if tcp_established:
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        return self._restore(args, name)
+        return self._restore(args, name, criu_bin)
 
     def restore_in_place(self, container: str, *, tcp_established: bool = False,
-                         file_locks: bool = False) -> RestoreResult:
+                         file_locks: bool = False, criu_bin: Path | None = None) -> RestoreResult:
         args = ["container", "restore", "--print-stats"]
         if tcp_established:
             args.append("--tcp-established")
         if file_locks:
             args.append("--file-locks")
-        return self._restore([*args, container], container)
+        return self._restore([*args, container], container, criu_bin)
 
-    def _restore(self, args: list[str], container: str) -> RestoreResult:
-        result = self._run(*args, forever=True)
+    def _restore(self, args: list[str], container: str,
+                 criu_bin: Path | None) -> RestoreResult:
+        result = self._run(*args, forever=True, criu_bin=criu_bin)
         if result.returncode != 0:
             err = self._error(result, f"restore of {container}", CheckpointError)
             if err.criu_log is None:
@@ -488,6 +648,68 @@ class PodmanCLI(Podman):
         result = self._run("container", "inspect", "--format", "{{.StaticDir}}", container)
         text = result.stdout.strip()
         return Path(text) if result.returncode == 0 and text else None
+
+    def volume_mountpoint(self, name: str) -> Path | None:
+        result = self._run("volume", "inspect", "--format", "{{.Mountpoint}}", name)
+        if result.returncode != 0:
+            if _NO_SUCH_VOLUME.search(result.stderr):
+                return None
+            raise self._error(result, "podman volume inspect", PodmanError)
+        return Path(result.stdout.strip())
+
+    def volume_users(self, name: str) -> list[str]:
+        out = self._check(self._run("ps", "--all", "--no-trunc", "--filter", f"volume={name}",
+                                    "--format", "{{.ID}}"), "podman ps").stdout
+        return [line for line in out.splitlines() if line]
+
+    def create_volume(self, name: str) -> Path:
+        result = self._run("volume", "create", name)
+        if result.returncode != 0:
+            if _VOLUME_EXISTS.search(result.stderr):
+                raise PodmanConflictError(f"volume {name} already exists", argv=result.argv,
+                                          returncode=result.returncode, stderr=result.stderr)
+            raise self._error(result, f"podman volume create {name}", PodmanError)
+        mountpoint = self.volume_mountpoint(name)
+        if mountpoint is None:
+            raise PodmanError(f"podman volume create {name} made no volume")
+        return mountpoint
+
+    def import_volume(self, name: str, tar: IO[bytes]) -> None:
+        # podman reads the tar from a pipe that a thread fills: the stream may be gigabytes,
+        # decompressed from the snapshot's archive as it is read.
+        read_end, write_end = os.pipe()
+        failure: list[BaseException] = []
+
+        def feed() -> None:
+            try:
+                with os.fdopen(write_end, "wb") as pipe:
+                    shutil.copyfileobj(tar, pipe, 1024 * 1024)
+            except BrokenPipeError:
+                pass  # podman stopped reading: its exit status says why
+            except BaseException as err:  # reported after podman exits
+                failure.append(err)
+
+        feeder = threading.Thread(target=feed, name="volume-import", daemon=True)
+        feeder.start()
+        try:
+            result = run_subprocess([self.program, "volume", "import", name, "-"],
+                                    timeout=None, env=self._env, stdin=read_end,
+                                    own_session=True)
+        finally:
+            os.close(read_end)
+            feeder.join()
+        if failure:
+            raise failure[0]
+        self._check(result, f"podman volume import {name}")
+
+    def remove_volume(self, name: str) -> None:
+        result = self._run("volume", "rm", name)
+        if result.returncode != 0 and not _NO_SUCH_VOLUME.search(result.stderr):
+            if _VOLUME_IN_USE.search(result.stderr):
+                raise PodmanConflictError(f"volume {name} is in use by a container",
+                                          argv=result.argv, returncode=result.returncode,
+                                          stderr=result.stderr)
+            raise self._error(result, f"podman volume rm {name}", PodmanError)
 
     def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
         args = ["rm", "--time", "0"]
@@ -526,7 +748,8 @@ def _parse_stats(stdout: str) -> _Stats:
 
 
 def _first_error_line(stderr: str) -> str:
-    """podman's most telling line: the last 'Error:' line, else the last non-empty line."""
+    """podman's most telling line: the last 'Error:' line, else the last non-empty line
+    (of a stderr without warnings)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("Error:")]
     line = errors[-1] if errors else (lines[-1] if lines else "")
@@ -552,4 +775,8 @@ def _container_info(data: dict[str, Any]) -> ContainerInfo:
         pid=int(state.get("Pid") or 0),
         ports=ports,
         labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+        mounts=[Mount(type=str(m.get("Type", "")), name=str(m.get("Name") or ""),
+                      source=str(m.get("Source", "")), destination=str(m.get("Destination", "")))
+                for m in data.get("Mounts") or [] if isinstance(m, dict)],
+        annotations={str(k): str(v) for k, v in (config.get("Annotations") or {}).items()},
     )

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
+from warmctl import transport
 from warmctl.errors import HostError, IntegrityError, NotFoundError, UsageError, WarmctlError
 
 Advance = Callable[[int], None]
@@ -105,6 +106,9 @@ def parse_reference(text: str) -> Reference:
             f"{text!r} does not name a registry: write HOST[:PORT]/PATH[:TAG], "
             "e.g. registry.example.com/warm/memcached:v1 or localhost:5000/memcached"
         )
+    _, colon_, port = host.rpartition(":")
+    if colon_ and not host.endswith("]") and not 1 <= int(port) <= 65535:
+        raise UsageError(f"invalid registry port {port} in {text!r}: a port is 1 to 65535")
     repository, tag = rest, None
     colon = rest.rfind(":")
     if colon > rest.rfind("/"):
@@ -331,7 +335,8 @@ class RegistryClient:
     def __init__(self, ref: Reference, *, push: bool, tls_verify: bool = True,
                  credentials: Credentials | None = None, timeout: float = DEFAULT_TIMEOUT,
                  chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, cert_dir: Path | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
         self.ref = ref
         self.tls_verify = tls_verify
         self.credentials = credentials
@@ -343,6 +348,8 @@ class RegistryClient:
         self._scope = f"repository:{ref.repository}:{'pull,push' if push else 'pull'}"
         self._authorization = ""
         self._connections: dict[tuple[str, str], http.client.HTTPConnection] = {}
+        self._cert_dir = cert_dir  # --cert-dir: for this registry, instead of certs.d
+        self._environ = os.environ if environ is None else environ
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -381,8 +388,8 @@ class RegistryClient:
         if isinstance(exc, ssl.SSLCertVerificationError):
             return RegistryUnreachable(
                 f"{where}: {what}: certificate not trusted ({exc.verify_message})",
-                hint="add its CA to the system's trust store, or for a test registry of your "
-                     "own: --tls-verify=false",
+                hint=f"put its CA in /etc/containers/certs.d/{self.ref.registry}/ca.crt (or "
+                     "--cert-dir DIR), as for podman",
             )
         if isinstance(exc, ssl.SSLError):
             return RegistryUnreachable(
@@ -397,16 +404,14 @@ class RegistryClient:
     def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
         conn = self._connections.get((scheme, netloc))
         if conn is None:
-            if scheme == "https":
-                context = ssl.create_default_context()
-                if not self.tls_verify:
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                conn = http.client.HTTPSConnection(netloc, timeout=self._timeout,
-                                                   context=context, blocksize=_IO_SIZE)
-            else:
-                conn = http.client.HTTPConnection(netloc, timeout=self._timeout,
-                                                  blocksize=_IO_SIZE)
+            # As podman: certs.d (or --cert-dir) and the proxy the environment names.
+            context = transport.tls_context(
+                transport.cert_dir_for(netloc, cert_dir=self._cert_dir, environ=self._environ),
+                verify=self.tls_verify) if scheme == "https" else None
+            conn = transport.connection(
+                scheme, netloc, context=context,
+                proxy=transport.proxy_for(scheme, netloc, self._environ),
+                timeout=self._timeout, blocksize=_IO_SIZE)
             self._connections[(scheme, netloc)] = conn
         return conn
 
@@ -447,7 +452,10 @@ class RegistryClient:
 
     def _send_authorized(self, method: str, url: str, headers: Mapping[str, str],
                          body: Callable[[], bytes | IO[bytes]] | None) -> http.client.HTTPResponse:
-        ours = urlsplit(url).netloc == self._netloc
+        # Credentials belong to the origin that asked for them: scheme, host and port. A
+        # redirect elsewhere, or from https to http on the same host, gets none.
+        parts = urlsplit(url)
+        ours = (parts.scheme, parts.netloc) == (self._scheme, self._netloc)
 
         def send() -> http.client.HTTPResponse:
             sent = dict(headers)
@@ -736,9 +744,18 @@ class RegistryClient:
                                body=lambda: manifest)
         return reply.header("Docker-Content-Digest") or sha256_digest(manifest)
 
-    def get_manifest(self) -> tuple[bytes, str, str]:
-        """The manifest ``ref`` names: (bytes, media type, digest), its digest checked."""
-        reference = self.ref.manifest_reference
+    def find_manifest(self, tag: str) -> tuple[bytes, str, str] | None:
+        """The manifest under ``tag`` in this repository (a signature's, say), or None."""
+        try:
+            return self.get_manifest(tag)
+        except NotFoundError:
+            return None
+
+    def get_manifest(self, reference: str | None = None) -> tuple[bytes, str, str]:
+        """The manifest ``ref`` names, or ``reference`` (a tag or digest) in the same
+        repository: (bytes, media type, digest), its digest checked."""
+        explicit = reference is not None
+        reference = reference or self.ref.manifest_reference
         with self._network("read manifest"):
             resp = self._send("GET", self._url(f"manifests/{reference}"),
                               {"Accept": _ACCEPT_MANIFESTS})
@@ -750,7 +767,7 @@ class RegistryClient:
                 raise IntegrityError(f"{self.ref}: manifest larger than "
                                      f"{MAX_MANIFEST_BYTES} bytes: not a warmctl snapshot")
         digest = sha256_digest(body)
-        claimed = self.ref.digest or reply.header("Docker-Content-Digest")
+        claimed = (None if explicit else self.ref.digest) or reply.header("Docker-Content-Digest")
         if claimed and claimed.startswith("sha256:") and claimed != digest:
             raise IntegrityError(f"{self.ref}: the manifest received hashes to {digest[:23]}..., "
                                  f"not {claimed[:23]}...")

@@ -35,10 +35,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from warmctl.errors import UsageError
 from warmctl.refs import format_ref
-from warmctl.units import format_duration, format_size
+from warmctl.units import format_duration_exact, format_size_exact
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class Generation:
 @dataclass(frozen=True)
 class Policy:
     keep_last: int | None = None
-    keep_within: float | None = None  # seconds
+    # Seconds: exactly as typed (a Decimal from the command line), so that it is echoed intact.
+    keep_within: float | Decimal | None = None
     max_total_size: int | None = None  # bytes
 
     def __post_init__(self) -> None:
@@ -120,7 +122,7 @@ def plan_prune(generations: Sequence[Generation], policy: Policy) -> list[Decisi
         n = policy.keep_last
         rules.append(_Rule(_keep_last(generations, n), f"keep-last {n}", f"beyond keep-last {n}"))
     if policy.keep_within is not None:
-        d = format_duration(policy.keep_within)
+        d = format_duration_exact(policy.keep_within)
         rules.append(
             _Rule(
                 _keep_within(generations, policy.keep_within),
@@ -129,7 +131,7 @@ def plan_prune(generations: Sequence[Generation], policy: Policy) -> list[Decisi
             )
         )
     if policy.max_total_size is not None:
-        s = format_size(policy.max_total_size)
+        s = format_size_exact(policy.max_total_size)
         rules.append(
             _Rule(
                 _keep_max_total_size(generations, policy.max_total_size),
@@ -167,7 +169,8 @@ def _keep_last(generations: Iterable[Generation], n: int) -> frozenset[Generatio
     return frozenset(g for group in _newest_first_by_name(generations) for g in group[:n])
 
 
-def _keep_within(generations: Iterable[Generation], seconds: float) -> frozenset[Generation]:
+def _keep_within(generations: Iterable[Generation],
+                 seconds: float | Decimal) -> frozenset[Generation]:
     kept: set[Generation] = set()
     for group in _newest_first_by_name(generations):
         newest = group[0].created

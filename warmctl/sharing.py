@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from warmctl import artifact
+from warmctl import artifact, cosign, trust_policy
 from warmctl.catalogue import Catalogue, Snapshot
-from warmctl.errors import IntegrityError, UsageError
+from warmctl.errors import IntegrityError, NotFoundError, UsageError
 from warmctl.output import Progress
 from warmctl.refs import Ref, validate_name
 from warmctl.registry import (
@@ -28,12 +29,25 @@ from warmctl.registry import (
 )
 from warmctl.units import format_size
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+
 
 @dataclass(frozen=True)
 class RegistryOptions:
     tls_verify: bool = True
     authfile: Path | None = None
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    signature_policy: Path | None = None  # pull: --signature-policy, else podman's files
+    cert_dir: Path | None = None  # --cert-dir, else certs.d (transport.py)
+
+
+@dataclass(frozen=True)
+class SigningOptions:
+    """push --sign-by-sigstore-private-key KEY [--sign-passphrase-file FILE]"""
+
+    key: Path
+    passphrase_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -44,11 +58,13 @@ class PushResult:
     blob_digest: str
     bytes_uploaded: int
     skipped_existing: bool  # the archive was in the repository already
+    signature: dict[str, str] | None = None  # {"tag", "key_fingerprint"} when signed
 
     def to_dict(self) -> dict[str, Any]:
         return {"ref": self.ref, "destination": self.destination,
                 "manifest_digest": self.manifest_digest, "blob_digest": self.blob_digest,
-                "bytes_uploaded": self.bytes_uploaded, "skipped_existing": self.skipped_existing}
+                "bytes_uploaded": self.bytes_uploaded, "skipped_existing": self.skipped_existing,
+                "signature": self.signature}
 
 
 def default_tag(snapshot: Snapshot) -> str:
@@ -67,15 +83,20 @@ def push_destination(destination: str, snapshot: Snapshot) -> Reference:
 def _client(ref: Reference, options: RegistryOptions, *, push: bool) -> RegistryClient:
     credentials = find_credentials(ref, authfile=options.authfile)
     return RegistryClient(ref, push=push, tls_verify=options.tls_verify,
-                          credentials=credentials, chunk_size=options.chunk_size)
+                          credentials=credentials, chunk_size=options.chunk_size,
+                          cert_dir=options.cert_dir)
 
 
 def push_snapshot(catalogue: Catalogue, ref: Ref, destination: str, options: RegistryOptions,
-                  progress: Progress) -> PushResult:
+                  progress: Progress, signing: SigningOptions | None = None) -> PushResult:
     """Upload a snapshot as an artifact: the archive, then the config, then the manifest
-    that makes them visible under the tag. Blobs the repository has already are skipped."""
+    that makes them visible under the tag. Blobs the repository has already are skipped.
+    With ``signing``, a cosign signature of the manifest follows (see cosign.py); the key is
+    read before anything is sent."""
     snapshot = catalogue.get(ref)
     target = push_destination(destination, snapshot)
+    key = (cosign.load_private_key(signing.key, signing.passphrase_file)
+           if signing is not None else None)
     config = artifact.config_for(snapshot)
     layer = artifact.layer_for(snapshot)
     with contextlib.ExitStack() as stack:
@@ -100,8 +121,38 @@ def push_snapshot(catalogue: Catalogue, ref: Ref, destination: str, options: Reg
         progress.phase(f"tagging {target.tag}")
         manifest_digest = client.put_manifest(target.tag or "", artifact.manifest_for(
             snapshot, config), OCI_MANIFEST)
+        signature = None
+        if key is not None:
+            progress.phase("signing")
+            signature = sign_manifest(client, target, manifest_digest, key)
     return PushResult(snapshot.ref, str(target), manifest_digest, layer.digest, uploaded,
-                      skipped)
+                      skipped, signature)
+
+
+def sign_manifest(client: RegistryClient, target: Reference, manifest_digest: str,
+                  key: EllipticCurvePrivateKey) -> dict[str, str]:
+    """Add a cosign signature of ``manifest_digest``, as ``target`` names it, to the
+    repository's ``sha256-<hex>.sig`` manifest. Signatures already there stay, except an
+    earlier one of the same payload by the same key, which this one replaces."""
+    payload = cosign.payload_for(str(target), manifest_digest)
+    payload_digest = sha256_digest(payload)
+    signature = cosign.sign(key, payload)
+    if client.blob_size(payload_digest) != len(payload):
+        client.push_blob(payload, payload_digest)
+    tag = cosign.signature_tag(manifest_digest)
+    existing = client.find_manifest(tag)
+    public = key.public_key()
+    layers = [layer for layer in (cosign.signature_layers(existing[0]) if existing else [])
+              if not (layer.digest == payload_digest
+                      and cosign.verifies(public, payload, layer.signature))]
+    layers.append(cosign.SignatureLayer(payload_digest, len(payload), signature))
+    config = cosign.signature_config(layers)
+    config_digest = sha256_digest(config)
+    if client.blob_size(config_digest) is None:
+        client.push_blob(config, config_digest)
+    client.put_manifest(tag, cosign.signature_manifest(layers, config, OCI_MANIFEST),
+                        OCI_MANIFEST)
+    return {"tag": tag, "key_fingerprint": cosign.fingerprint(public)}
 
 
 def pull_snapshot(catalogue: Catalogue, source: str, name: str | None,
@@ -118,9 +169,12 @@ def pull_snapshot(catalogue: Catalogue, source: str, name: str | None,
         progress.phase("reading the manifest")
         data, media_type, manifest_digest = client.get_manifest()
         found = artifact.parse_manifest(data, media_type, source)
+        # Before any blob: a snapshot the policy refuses is not downloaded.
+        verdict = check_policy(client, ref, manifest_digest, options, progress)
         config = _fetch_config(client, found.config)
         record = artifact.record_from_config(config, found, name=name, source=source,
-                                             manifest_digest=manifest_digest)
+                                             manifest_digest=manifest_digest,
+                                             signed_by=_signer(verdict.signed_by))
         with catalogue.new_temp_file() as temp:
             progress.phase(f"downloading {format_size(found.layer.size)}")
             progress.expect(found.layer.size)
@@ -130,6 +184,69 @@ def pull_snapshot(catalogue: Catalogue, source: str, name: str | None,
             _require_digest(f"{source}: the checkpoint archive", digest, found.layer.digest)
             progress.phase("publishing")
             return catalogue.publish(temp, record, sha256=digest)
+
+
+def check_policy(client: RegistryClient, ref: Reference, manifest_digest: str,
+                 options: RegistryOptions, progress: Progress) -> trust_policy.Verdict:
+    """The host's signature policy on this manifest: a Verdict, or PolicyRefused (exit 5).
+    Signatures are downloaded only when the scope asks for them."""
+    path = trust_policy.policy_file(options.signature_policy, os.environ)
+    policy = trust_policy.parse_policy(_read_policy(path), str(path))
+    signatures: list[trust_policy.FoundSignature] = []
+    if policy.scope_for(ref).needs_signatures:
+        progress.phase("reading signatures")
+        signatures = _signatures(client, manifest_digest)
+    return trust_policy.decide(policy, ref, manifest_digest, signatures, _policy_keys,
+                               lambda key, payload, sig: cosign.verifies(key.key, payload, sig))
+
+
+def _read_policy(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise trust_policy.BadPolicy(
+            f"no signature policy at {path}: nothing is accepted without one",
+            hint="podman reads the same file; see containers-policy.json(5)") from None
+    except OSError as exc:
+        raise trust_policy.BadPolicy(f"cannot read signature policy {path}: {exc.strerror}"
+                                     ) from exc
+
+
+def _policy_keys(requirement: trust_policy.Requirement) -> list[cosign.PublicKey]:
+    keys: list[cosign.PublicKey] = []
+    for path in requirement.key_paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise trust_policy.BadPolicy(f"cannot read the policy's key {path}: "
+                                         f"{exc.strerror}") from exc
+        keys += cosign.load_public_keys(data, path)
+    for data in requirement.key_datas:
+        keys += cosign.load_public_keys(data, "keyData")
+    return keys
+
+
+def _signatures(client: RegistryClient, manifest_digest: str) \
+        -> list[trust_policy.FoundSignature]:
+    """The cosign signatures of ``manifest_digest`` in the repository: payloads checked
+    against their digests; none when there is no .sig manifest."""
+    found = client.find_manifest(cosign.signature_tag(manifest_digest))
+    if found is None:
+        return []
+    signatures = []
+    for layer in cosign.signature_layers(found[0]):
+        out = io.BytesIO()
+        try:
+            digest = client.fetch_blob(layer.digest, layer.size, out, lambda _: None)
+        except (NotFoundError, IntegrityError):
+            continue  # a payload that is missing or too long counts as no signature
+        if f"sha256:{digest}" == layer.digest:  # else it counts as no signature
+            signatures.append(trust_policy.FoundSignature(out.getvalue(), layer.signature))
+    return signatures
+
+
+def _signer(key: cosign.PublicKey | None) -> dict[str, str] | None:
+    return {"key": key.source, "fingerprint": key.fingerprint} if key else None
 
 
 def _fetch_config(client: RegistryClient, descriptor: artifact.Descriptor) -> bytes:

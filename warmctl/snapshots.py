@@ -5,7 +5,6 @@ Nothing here prints; callers pass a ``Progress`` and render what comes back.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -17,10 +16,22 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from warmctl import archive, criu_config, feed, host, hostcache, hostcompat, transcode
+from warmctl import (
+    archive,
+    container_lock,
+    criu_config,
+    feed,
+    host,
+    hostcache,
+    hostcompat,
+    spec_policy,
+    transcode,
+    volumes,
+)
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
+from warmctl.claim import NameClaim, claim_name
 from warmctl.diagnose import criu_errors, diagnose
 from warmctl.errors import (
     CheckpointError,
@@ -28,11 +39,14 @@ from warmctl.errors import (
     HostError,
     IntegrityError,
     Interrupted,
+    LeftUnfinished,
     NotFoundError,
     PodmanError,
+    TimedOut,
     UsageError,
     WarmctlError,
 )
+from warmctl.labels import label_problem
 from warmctl.output import Progress
 from warmctl.podman import (
     COMPRESSIONS,
@@ -44,19 +58,21 @@ from warmctl.podman import (
 )
 from warmctl.refs import Ref, is_valid_name, validate_name
 from warmctl.retention import Decision, Generation, Policy, plan_prune, summarize_plan
+from warmctl.waiting import PodmanCall
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
-_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
 
 
 @dataclass(frozen=True)
 class SnapshotOptions:
     leave_running: bool = False
     compress: str = "zstd"
-    tcp_established: bool = False
+    # Established connections are checkpointed by default (a serving container has some);
+    # False (--no-tcp-established) refuses a container that has any (criu_config.py).
+    tcp_established: bool = True
     file_locks: bool = False
     labels: dict[str, str] | None = None
+    time_limit: float | None = None  # seconds to wait for podman's checkpoint (waiting.py)
 
     def __post_init__(self) -> None:
         # Checked when the options are made, before warm spends minutes warming.
@@ -65,11 +81,15 @@ class SnapshotOptions:
 
 
 def parse_labels(items: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` labels, refused (exit 2) saying what is wrong (see warmctl.labels)."""
     labels: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not _LABEL_KEY.fullmatch(key):
+        if not sep:
             raise UsageError(f"invalid label {item!r}: expected KEY=VALUE")
+        problem = label_problem(key, value)
+        if problem:
+            raise UsageError(problem)
         labels[key] = value
     return labels
 
@@ -95,19 +115,38 @@ def take_snapshot(
 ) -> Snapshot:
     """Checkpoint a running container into the catalogue under ``name``.
 
-    On failure the container is left as podman left it and nothing is recorded.
+    On failure the container is left as podman left it and nothing is recorded. Snapshots of
+    one container are taken one after the other (container_lock.py).
     """
     validate_name(name)
     criu_version = require_usable_criu()
     progress.phase("inspecting")
+    info = _running_container(podman, container)
+    with container_lock.checkpointing(info.id, waiting=lambda: progress.phase(
+            f"waiting for another snapshot of {info.name} to finish")) as waited:
+        if waited:
+            info = _running_container(podman, info.id, shown_as=container)
+        return _take_locked(catalogue, podman, info, name, options, progress,
+                            criu_version, extra)
+
+
+def _running_container(podman: Podman, container: str, *,
+                       shown_as: str | None = None) -> ContainerInfo:
     info = podman.inspect_container(container)
+    shown = shown_as or container
     if info is None:
-        raise NotFoundError(f"no such container: {container}", hint="see: podman ps")
+        raise NotFoundError(f"no such container: {shown}", hint="see: podman ps")
     if not info.running:
         raise WarmctlError(
-            f"container {container} is {info.state}, not running: only a running container "
+            f"container {shown} is {info.state}, not running: only a running container "
             "can be snapshotted"
         )
+    return info
+
+
+def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name: str,
+                 options: SnapshotOptions, progress: Progress, criu_version: str,
+                 extra: dict[str, Any] | None) -> Snapshot:
     catalogue.check_writable()
     record = SnapshotRecord(
         name=name, container_name=info.name, container_id=info.id,
@@ -120,8 +159,13 @@ def take_snapshot(
     require_runtime_can_checkpoint(versions)
     with contextlib.ExitStack() as stack:
         archive_file = stack.enter_context(catalogue.new_temp_file())
-        result, digest, plain_bytes, interrupted = _checkpoint_into(
-            catalogue, podman, info.id, name, options, archive_file.path, progress)
+        # Named volumes are tarred at the memory's instant (volumes.py): frozen meanwhile.
+        # Keep this inside any lock that serializes checkpoints of the container: a freeze
+        # must not wait for another checkpoint to finish.
+        with volumes.captured_at_one_instant(info, leave_running=options.leave_running,
+                                             progress=progress) as capture:
+            result, digest, plain_bytes, interrupted = _checkpoint_into(
+                catalogue, podman, info.id, name, options, archive_file.path, capture.progress)
         with _rescue_on_failure(catalogue, archive_file.path, name,
                                 armed=lambda: not options.leave_running):
             progress.phase("publishing")
@@ -130,7 +174,7 @@ def take_snapshot(
                 host=_host_record(versions, criu_version),
                 criu_stats=result.criu_statistics,
                 extra={**record.extra, "plain_bytes": plain_bytes,
-                       "cpu": hostcompat.cpu_record(),
+                       "cpu": hostcompat.cpu_record(), **capture.record(),
                        **({} if options.leave_running else _in_place_extra(podman, info.id))},
             )
             snapshot = catalogue.publish(archive_file, record, sha256=digest)
@@ -153,21 +197,25 @@ def _checkpoint_into(
     """
     def checkpoint(export: Path, compress: str) -> CheckpointResult:
         try:
-            return podman.checkpoint(
-                container_id, export, leave_running=options.leave_running, compress=compress,
-                tcp_established=options.tcp_established, file_locks=options.file_locks,
-            )
+            with criu_config.for_one_command(criu_config.checkpoint_options(
+                    tcp_established=options.tcp_established)) as criu_bin:
+                return podman.checkpoint(
+                    container_id, export, leave_running=options.leave_running,
+                    compress=compress, tcp_established=options.tcp_established,
+                    file_locks=options.file_locks, criu_bin=criu_bin,
+                )
         except CheckpointError as err:
+            # podman's short id, as `podman ps` shows it: the whole one is 64 characters.
+            err.message = err.message.replace(container_id, container_id[:12])
             raise keep_criu_log(catalogue, err, f"{name}-dump") from err
 
     ours = options.compress == "zstd"
-    running: concurrent.futures.Future[CheckpointResult] | None = None
+    running: PodmanCall[CheckpointResult] | None = None
 
     def stopped_by_checkpoint() -> bool:
         """podman's checkpoint succeeded and stopped the container: the export is now the
         only copy of its memory."""
-        return (not options.leave_running and running is not None and running.done()
-                and not running.cancelled() and running.exception() is None)
+        return not options.leave_running and running is not None and running.succeeded()
 
     with contextlib.ExitStack() as stack:
         export = stack.enter_context(catalogue.new_temp_file(".plain")).path if ours else dest
@@ -175,34 +223,74 @@ def _checkpoint_into(
             progress.phase("checkpointing")
             progress.watch_file(export)
             interrupted, digest = False, None
-            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-                running = pool.submit(checkpoint, export, "none" if ours else options.compress)
+            running = PodmanCall(
+                lambda: checkpoint(export, "none" if ours else options.compress),
+                what=f"the checkpoint of {container_id[:12]}", time_limit=options.time_limit,
+                left_behind=lambda: _checkpoint_left_behind(catalogue, export, name,
+                                                            container_id, options))
+            try:
                 try:
                     if ours:
-                        digest = transcode.compress_zstd(
-                            export, dest, progress.advance,
-                            still_growing=lambda: not running.done())
-                    result = running.result()
+                        digest = transcode.compress_zstd(export, dest, progress.advance,
+                                                         still_growing=running.running)
                 except KeyboardInterrupt:
                     # Ctrl-C reached warmctl only: podman runs in a session of its own. A
                     # checkpoint stopped halfway can leave the container dead with its state
-                    # in no archive, so podman finishes first.
-                    interrupted, digest = True, None
-                    progress.phase("interrupted: letting podman finish the checkpoint")
-                    result = running.result()
-                except BaseException:
-                    running.result()  # podman's own failure says more than ours
+                    # in no archive, so podman finishes first (waiting.py).
+                    digest, interrupted = None, True
+                except (LeftUnfinished, TimedOut):
                     raise
-                finally:
-                    progress.stop_watching()
+                except BaseException:
+                    running.finish(progress)  # podman's own failure says more than ours
+                    raise
+                result, interrupted = running.finish(progress, interrupted=interrupted)
+            finally:
+                progress.stop_watching()
             if interrupted and options.leave_running:
-                raise Interrupted(
-                    "interrupted: the container kept running; nothing was recorded")
+                raise Interrupted(f"interrupted: podman finished the checkpoint and container "
+                                  f"{container_id[:12]} kept running; nothing was recorded")
             if digest is None:
                 progress.phase("compressing" if ours else "hashing")
                 digest = (transcode.compress_zstd(export, dest, progress.advance) if ours
                           else archive.sha256_file(dest, progress.advance))
+            progress.phase("checking the checkpoint")
+            _require_complete_checkpoint(export, container_id)
             return result, digest, export.stat().st_size if ours else None, interrupted
+
+
+def _require_complete_checkpoint(path: Path, container_id: str) -> None:
+    """What `verify` checks, before anything is recorded: podman has exported archives
+    without config.dump and spec.dump when two checkpoints of one container overlapped (one
+    not warmctl's, since warmctl's own wait for each other), and resume would fail on them.
+    On the zstd path ``path`` is the plain tar podman wrote: its headers are read, its memory
+    images skipped."""
+    try:
+        archive.verify_checkpoint_quickly(path)
+    except IntegrityError as err:
+        raise CheckpointError(
+            f"podman's checkpoint of {container_id[:12]} is not complete, so it was not "
+            f"recorded: {err.message}",
+            hint="another checkpoint of this container may have run at the same time "
+                 "(podman container checkpoint outside warmctl): snapshot again") from err
+
+
+def _checkpoint_left_behind(catalogue: Catalogue, export: Path, name: str, container_id: str,
+                            options: SnapshotOptions) -> str:
+    """What warmctl leaves when it stops waiting for a checkpoint, podman going on alone.
+    A stopping checkpoint's export, once podman writes it, moves to rescued/ (podman goes on
+    writing the same file), and the checkpoint stays in the container's storage too."""
+    short = container_id[:12]
+    if options.leave_running:
+        return (f"podman goes on checkpointing {short} in its own session: the container is "
+                "frozen until CRIU has dumped it, then runs on; nothing is recorded")
+    kept = ""
+    with contextlib.suppress(OSError):
+        if export.stat().st_size > 0:
+            saved = catalogue.rescue(export, name)
+            kept = f", and its export goes to {saved}"
+    return (f"podman goes on checkpointing {short} in its own session: once it has finished, "
+            f"the container is stopped and its memory kept in podman's storage (podman "
+            f"container restore {short}){kept}; nothing is recorded")
 
 
 @contextlib.contextmanager
@@ -247,12 +335,20 @@ class ResumeOptions:
     tcp_established: bool = False
     file_locks: bool = False
     strict: bool = False  # refuse a snapshot from a host that differs (hostcompat)
+    volumes: str | None = None  # volumes.MODES; None: a clone's own, else the snapshot's
+    time_limit: float | None = None  # seconds to wait for podman's restore (waiting.py)
+    allow_host_access: bool = False  # resume a pulled snapshot whatever it asks (spec_policy)
+
+    def __post_init__(self) -> None:
+        if self.volumes is not None and self.volumes not in volumes.MODES:
+            raise UsageError(f"--volumes must be one of {', '.join(volumes.MODES)}")
 
 
 @dataclass(frozen=True)
 class Resumed:
     container: str
     criu_stats: dict[str, int]  # CRIU's restore statistics (restore_time, pages_restored, ...)
+    volumes: list[dict[str, str]] = dataclasses.field(default_factory=list)  # VolumeUse's
 
 
 def resume_snapshot(
@@ -268,6 +364,10 @@ def resume_snapshot(
 
     A snapshot from another host (pulled, or recorded under another host name) is compared
     with this host first: each difference goes to ``warn``, or with ``strict`` refuses.
+
+    It replaces only what ``--replace`` names, or the snapshot's source container stopped by
+    a recorded snapshot's checkpoint and untouched since; after a failure it removes only the
+    container it created itself (claim.py), by id.
     """
     snapshot = catalogue.get(ref)
     criu_version = require_usable_criu()
@@ -277,43 +377,90 @@ def resume_snapshot(
         hostcompat.check_before_resume(snapshot, podman, criu_version, strict=options.strict,
                                        warn=warn or (lambda _: None))
     target = options.name or snapshot.container_name
-    existing = podman.inspect_container(target)
-    if existing is not None:
-        ours = existing.id == snapshot.container_id and not existing.running
-        if not (options.replace or ours):
-            raise ConflictError(
-                f"a container named {target} already exists ({existing.state})",
-                hint="choose another with --name, or remove it with --replace",
-            )
-        if _restorable_in_place(podman, snapshot, existing, options):
+    with claim_name(target) as name_claim:
+        existing = podman.inspect_container(target)
+        if existing is not None and not options.replace:
+            _refuse_unless_replaceable(catalogue, podman, snapshot, existing)
+        if existing is not None and _restorable_in_place(podman, snapshot, existing, options):
             restored, interrupted = _restore_in_place(catalogue, podman, snapshot, existing,
                                                       options, progress)
             return _resumed(target, restored, interrupted)
-    # The archive is read through a hard link that a concurrent rm or prune cannot take away.
-    with catalogue.hold_archive(snapshot) as held:
-        if existing is not None:
-            # Otherwise the digest is checked while podman reads; here a damaged archive
-            # must not cost the user the container it was to replace.
-            progress.phase("verifying digest")
-            check_digest(snapshot, held.path, progress)
-            progress.phase(f"removing container {target}")
-            podman.remove_container(existing.id)
-        progress.phase("restoring")
-        if snapshot.plain_bytes is not None:
-            progress.expect(snapshot.plain_bytes)
-        try:
-            restored, interrupted = _restore_through_feed(held.path, snapshot, podman, target,
-                                                          options, progress)
-        except (WarmctlError, KeyboardInterrupt) as err:
-            # First keep CRIU's log: it lives in the leftover container's directory.
-            if isinstance(err, CheckpointError):
-                keep_criu_log(catalogue, err, f"{snapshot.name}-restore")
-            # A failed or interrupted restore may leave a created-but-not-running container
-            # behind (a damaged archive even a running one); it is not ours to keep, and it
-            # would hold the name for the next attempt.
-            _remove_leftover(podman, target, running_too=isinstance(err, IntegrityError))
-            raise
-    return _resumed(target, restored, interrupted)
+        # The archive is read through a hard link that a concurrent rm or prune cannot take.
+        with catalogue.hold_archive(snapshot) as held:
+            if from_registry(snapshot) and not options.allow_host_access:
+                # Before anything is removed or restored (spec_policy.py).
+                spec_policy.refuse_host_access(snapshot.ref,
+                                               spec_policy.archive_host_access(held.path))
+            plan = volumes.plan_for_restore(podman, held.path, target=target,
+                                            source_container=snapshot.container_name,
+                                            mode=options.volumes, replacing=existing)
+            if existing is not None:
+                # Otherwise the digest is checked while podman reads; here a damaged archive
+                # must not cost the user the container it was to replace.
+                progress.phase("verifying digest")
+                try:
+                    check_digest(snapshot, held.path, progress)
+                except KeyboardInterrupt:
+                    raise Interrupted(f"interrupted while verifying {snapshot.ref}'s archive: "
+                                      f"{target} is as it was ({existing.state})") from None
+                progress.phase(f"removing container {target}")
+                podman.remove_container(existing.id)
+            progress.phase("restoring")
+            if snapshot.plain_bytes is not None:
+                progress.expect(snapshot.plain_bytes)
+            try:
+                volumes.prepare(podman, plan, held.path, progress)
+                restored, interrupted = _restore_through_feed(held.path, snapshot, podman,
+                                                              name_claim, options, progress,
+                                                              plan)
+            except (WarmctlError, KeyboardInterrupt) as err:
+                # First keep CRIU's log: it lives in the leftover container's directory.
+                if isinstance(err, CheckpointError):
+                    keep_criu_log(catalogue, err, f"{snapshot.name}-restore")
+                _remove_created(podman, name_claim, err)
+                if not isinstance(err, (LeftUnfinished, TimedOut)):
+                    volumes.undo(podman, plan)
+                raise
+    return dataclasses.replace(_resumed(target, restored, interrupted), volumes=plan.to_list())
+
+
+def _refuse_unless_replaceable(catalogue: Catalogue, podman: Podman, snapshot: Snapshot,
+                               existing: ContainerInfo) -> None:
+    """Without --replace, the name may be held only by the snapshot's source container, as
+    a recorded snapshot's checkpoint left it: stopped, checkpointed, its checkpoint in
+    podman's storage one the catalogue holds. Anything else (running, paused, exited on its
+    own, started or checkpointed since) is not warmctl's to remove: exit 4."""
+    name = existing.name
+    if existing.id != snapshot.container_id:
+        raise ConflictError(f"a container named {name} already exists ({existing.state}) and "
+                            f"is not {snapshot.ref}'s source",
+                            hint="choose another name with --name, or remove it with --replace")
+    if existing.state != "exited" or not existing.checkpointed:
+        why = ("exited on its own, not by the checkpoint" if existing.state == "exited"
+               else existing.state)
+        raise ConflictError(
+            f"{name}, the source container of {snapshot.ref}, is {why}: it changed since "
+            "the snapshot", hint="choose another name with --name, or replace it with --replace")
+    fingerprint = _stored_checkpoint(podman, existing.id)
+    recorded = {"container_id": existing.id, "checkpoint": fingerprint}
+    if fingerprint is None or not any(s.extra.get("in_place") == recorded
+                                      for s in catalogue.list_snapshots()):
+        raise ConflictError(
+            f"{name}, the source container of {snapshot.ref}, holds a checkpoint that no "
+            "snapshot in the catalogue recorded",
+            hint="choose another name with --name, or replace it with --replace")
+
+
+def _remove_created(podman: Podman, name_claim: NameClaim, err: BaseException) -> None:
+    """After a failed restore, remove the container this resume created (a damaged
+    archive's even when running), by its id; never whatever else holds the name. Not when
+    warmctl left podman to finish alone: its container is podman's business then."""
+    if isinstance(err, (LeftUnfinished, TimedOut)):
+        return
+    with contextlib.suppress(WarmctlError):
+        created = name_claim.created_container(podman)
+        if created is not None and (isinstance(err, IntegrityError) or not created.running):
+            podman.remove_container(created.id)
 
 
 def _resumed(target: str, restored: RestoreResult, interrupted: bool) -> Resumed:
@@ -383,72 +530,97 @@ def _restore_in_place(catalogue: Catalogue, podman: Podman, snapshot: Snapshot,
     """podman restores the container from the checkpoint in its storage: nothing to unpack
     (at 1 GiB 1.2 to 1.7 s, against 3 to 5 s through the archive). On failure the container
     stays as it was, checkpoint included, and the snapshot's archive is untouched."""
-    progress.phase(f"restoring {existing.name} in place")
-    log.debug("the checkpoint in %s's storage is %s: restoring in place", existing.name,
-              snapshot.ref)
+    name = existing.name
+    progress.phase(f"restoring {name} in place")
+    log.debug("the checkpoint in %s's storage is %s: restoring in place", name, snapshot.ref)
+    criu_options = criu_config.restore_options(tcp_established=options.tcp_established,
+                                                in_place=True)
     try:
-        return _let_podman_finish(lambda: podman.restore_in_place(
-            existing.id, tcp_established=options.tcp_established,
-            file_locks=options.file_locks), progress)
+        with criu_config.for_one_command(criu_options) as criu_bin:
+            call = PodmanCall(
+                lambda: podman.restore_in_place(
+                    existing.id, tcp_established=options.tcp_established,
+                    file_locks=options.file_locks, criu_bin=criu_bin),
+                what=f"the restore of {name}", time_limit=options.time_limit,
+                left_behind=lambda: (f"podman goes on restoring {name} in place in its own "
+                                     f"session: {name} runs once it has finished, or stays "
+                                     f"stopped with its checkpoint if it fails "
+                                     f"(see: podman ps -a)"))
+            return call.finish(progress)
     except CheckpointError as err:
         raise keep_criu_log(catalogue, err, f"{snapshot.name}-restore") from err
 
 
-def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman, target: str,
-                          options: ResumeOptions, progress: Progress) -> tuple[RestoreResult, bool]:
-    """podman restores ``source`` read through an ArchiveFeed (see feed.py for why and how).
-    Returns podman's result and whether the user pressed Ctrl-C meanwhile.
+# podman imported the configuration tar (a podman that imports on an earlier read than
+# feed.CONFIG_READS): it found no CRIU images (libpod's check for inventory.img).
+_IMPORTED_CONFIGURATION_ONLY = re.compile(
+    r"complete checkpoint for this container cannot be found|inventory\.img", re.I)
+
+
+def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman,
+                          name_claim: NameClaim, options: ResumeOptions, progress: Progress,
+                          plan: volumes.VolumePlan | None = None) -> tuple[RestoreResult, bool]:
+    """podman restores ``source`` read through an ArchiveFeed (see feed.py for why and how)
+    into a container marked as this resume's (claim.py). Returns podman's result and whether
+    the user pressed Ctrl-C meanwhile.
 
     Raises IntegrityError when the archive turns out damaged, whatever podman did. When podman
-    failed without reading the whole archive, it may have imported only the configuration
-    tar (a podman that reads differently): then it is tried once more, with whole archives.
+    failed for want of CRIU's images without any read having had the whole archive, it
+    imported the configuration tar (a podman that reads differently): then it is tried once
+    more, with whole archives, unless the volumes ``plan`` needs an edited configuration (a
+    clone must not get the source's volumes). Any other failure (a name or port in use, a
+    missing image, CRIU's own, an interruption) is reported as it is.
     """
-    for config_reads in (feed.CONFIG_READS, 0):
-        # Only a configuration read can name CRIU's configuration (see criu_config.py).
-        with (criu_config.for_one_restore() if config_reads
-              else contextlib.nullcontext()) as config_file, \
+    target = name_claim.name
+    plan = plan or volumes.VolumePlan()
+    criu_options = criu_config.restore_options(tcp_established=options.tcp_established,
+                                                in_place=False)
+    # A registry's spec reaches podman only edited (spec_policy.py): no whole-archive retry.
+    confine = from_registry(snapshot)
+    for config_reads in (feed.CONFIG_READS,) if confine else (feed.CONFIG_READS, 0):
+        with criu_config.for_one_command(criu_options) as criu_bin, \
                 feed.ArchiveFeed(source, snapshot.sha256, plain_bytes=snapshot.plain_bytes,
                                  label=snapshot.ref, config_reads=config_reads,
-                                 advance=progress.advance, criu_config=config_file) as fed:
+                                 advance=progress.advance,
+                                 edit_dumps=plan.edit_dumps if plan.renames else None,
+                                 mark_spec=name_claim.mark_spec, confine=confine) as fed:
+            call = PodmanCall(
+                lambda: podman.restore(
+                    fed.path, name=target, publish=options.publish,
+                    tcp_established=options.tcp_established, file_locks=options.file_locks,
+                    ignore_volumes=plan.ignore_volumes, criu_bin=criu_bin),
+                what=f"the restore of {target}", time_limit=options.time_limit,
+                left_behind=lambda: _restore_left_behind(target, fed))
             try:
-                restored, interrupted = _let_podman_finish(lambda: podman.restore(
-                    fed.path,
-                    name=target,
-                    publish=options.publish,
-                    tcp_established=options.tcp_established,
-                    file_locks=options.file_locks,
-                ), progress)
-            except PodmanError:
+                restored, interrupted = call.finish(progress)
+            except PodmanError as err:
                 fed.verify()  # damage explains the failure better than podman's message
-                if fed.archive_was_read or not config_reads:
+                if (fed.archive_was_read or not config_reads or plan.renames or confine
+                        or not _IMPORTED_CONFIGURATION_ONLY.search(f"{err.message}\n{err.stderr}")):
                     raise
                 log.debug("podman failed after reading only the configuration (%s): "
                           "trying again with the whole archive for every read", fed.reads)
-                _remove_leftover(podman, target, running_too=False)
+                _remove_created(podman, name_claim, err)
                 continue
         fed.verify()
         return restored, interrupted
     raise AssertionError("unreachable: the second attempt returns or raises")
 
 
-def _remove_leftover(podman: Podman, target: str, *, running_too: bool) -> None:
-    with contextlib.suppress(WarmctlError):
-        leftover = podman.inspect_container(target)
-        if leftover is not None and (running_too or not leftover.running):
-            podman.remove_container(leftover.id)
+def _restore_left_behind(target: str, fed: feed.ArchiveFeed) -> str:
+    """What warmctl leaves when it stops waiting for a restore through the feed."""
+    fed.abandon()  # the stream podman has must never pass for a whole archive
+    if fed.fed_whole:
+        return (f"podman, which has read the whole archive, goes on restoring {target} in its "
+                f"own session: {target} runs once it has finished (see: podman ps -a)")
+    return (f"podman had not read the whole archive: its restore fails without warmctl, and "
+            f"may leave {target} created but not running (see: podman ps -a; remove it with "
+            f"podman rm {target})")
 
 
-def _let_podman_finish(work: Callable[[], T], progress: Progress) -> tuple[T, bool]:
-    """Run a podman call (in a session of its own, so Ctrl-C reaches warmctl only) and let
-    it finish even when interrupted: a restore stopped halfway leaves a broken container.
-    Returns its result and whether the user asked to stop; a second Ctrl-C abandons it."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        running = pool.submit(work)
-        try:
-            return running.result(), False
-        except KeyboardInterrupt:
-            progress.phase("interrupted: letting podman finish (Ctrl-C again abandons it)")
-            return running.result(), True
+def from_registry(snapshot: Snapshot) -> bool:
+    """Pulled: its spec was written by whoever pushed it."""
+    return "pulled" in snapshot.extra
 
 
 def check_digest(snapshot: Snapshot, path: Path, progress: Progress) -> None:
@@ -462,6 +634,24 @@ def compare_digest(snapshot: Snapshot, digest: str) -> None:
             f"does not match the recorded {snapshot.sha256[:16]}...",
             hint=f"remove it with: warmctl rm {snapshot.ref}",
         )
+
+
+def record_disagreements(snapshot: Snapshot, summary: archive.ArchiveSummary,
+                         archive_bytes: int) -> list[str]:
+    """Where an archive's own contents contradict the snapshot's record (e.g. a file swapped
+    in from another snapshot): what `show` reads from the archive would otherwise be mixed
+    with the record without a word. Only `verify`'s digest proves the archive is the one."""
+    found = []
+    if archive_bytes != snapshot.size_bytes:
+        found.append(f"{archive_bytes} bytes, recorded {snapshot.size_bytes}")
+    if summary.compression != snapshot.compression:
+        found.append(f"{summary.compression} compression, recorded {snapshot.compression}")
+    pairs = (("container id", summary.container_id, snapshot.container_id),
+             ("image id", summary.image_id, snapshot.image_id))
+    for what, in_archive, recorded in pairs:
+        if in_archive and recorded and in_archive != recorded:
+            found.append(f"{what} {in_archive[:12]}, recorded {recorded[:12]}")
+    return found
 
 
 @dataclass(frozen=True)
@@ -501,6 +691,10 @@ def prune_snapshots(catalogue: Catalogue, policy: Policy, names: Sequence[str] =
     the plan, so it cannot be removed by it. A dry run plans exactly the same.
     """
     snapshots = [s for s in catalogue.list_snapshots() if not names or s.name in names]
+    unknown = sorted(set(names) - {s.name for s in snapshots})
+    if unknown:
+        # As rm: a typo must not look like a prune that found nothing to remove.
+        raise NotFoundError(f"no snapshot {', '.join(unknown)}", hint="see: warmctl list")
     by_ref = {s.ref: s for s in snapshots}
     decisions = plan_prune(
         [Generation(s.name, s.generation, s.created, s.size_bytes) for s in snapshots], policy
@@ -535,7 +729,9 @@ def resolve_refs(catalogue: Catalogue, refs: Sequence[Ref], *, all_generations: 
 def require_usable_criu() -> str:
     """Fail with exit 6 before any container is touched when the CRIU that runc will run is
     missing or, by ``host.CRIU_KERNEL_PAIRS``, too old for this kernel: podman would freeze
-    the container and fail halfway. Costs one ``criu --version``. Returns CRIU's version."""
+    the container and fail halfway. Costs one ``criu --version``. Returns CRIU's version.
+    Not root: exit 6 before that (host.require_root)."""
+    host.require_root()
     kernel = host.kernel_release()
     path = host.criu_path()
     if path is None:

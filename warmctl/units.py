@@ -7,8 +7,10 @@ accepts again (rounded: they are for people to read).
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
+from contextlib import AbstractContextManager
 from decimal import Decimal
 
 from warmctl.errors import UsageError
@@ -35,20 +37,64 @@ def parse_duration(text: str) -> float:
     Parts may repeat, come in any order and be separated by spaces (``"3d 4h"``), as
     :func:`format_duration` writes them. Zero is accepted; negatives are not.
     """
-    if text.strip().startswith("-"):
-        raise UsageError(f"invalid duration {text!r}: must not be negative; {_DURATION_EXAMPLES}")
-    if _BARE_NUMBER_RE.fullmatch(text):
-        seconds = float(text)
-    elif _DURATION_RE.fullmatch(text):
-        seconds = sum(
-            float(m["num"]) * _DURATION_UNITS[m["unit"]] for m in _DURATION_PART_RE.finditer(text)
-        )
-    else:
-        raise UsageError(f"invalid duration {text!r}: use {_DURATION_EXAMPLES}")
+    seconds = float(parse_duration_exact(text))
     # A few hundred digits overflow a float to inf, which would mean "keep forever".
     if not math.isfinite(seconds):
         raise UsageError(f"invalid duration {text!r}: too large")
     return seconds
+
+
+def parse_duration_exact(text: str) -> Decimal:
+    """As :func:`parse_duration`, as the exact number typed: a limit echoed back
+    (:func:`format_duration_exact`) is the one given, however large."""
+    if text.strip().startswith("-"):
+        raise UsageError(f"invalid duration {text!r}: must not be negative; {_DURATION_EXAMPLES}")
+    if _BARE_NUMBER_RE.fullmatch(text):
+        return Decimal(text.strip())
+    if _DURATION_RE.fullmatch(text):
+        with _exact(text):
+            return sum((Decimal(m["num"]) * Decimal(str(_DURATION_UNITS[m["unit"]]))
+                        for m in _DURATION_PART_RE.finditer(text)), Decimal(0))
+    raise UsageError(f"invalid duration {text!r}: use {_DURATION_EXAMPLES}")
+
+
+def _exact(text: str) -> AbstractContextManager[decimal.Context]:
+    """Enough digits for any product of what ``text`` holds (Decimal's default is 28)."""
+    return decimal.localcontext(prec=len(text) + 40)
+
+
+def format_duration_exact(seconds: Decimal | float) -> str:
+    """``7d``, ``1h 30m``, ``1s 500ms``: every unit, nothing rounded, which
+    :func:`parse_duration_exact` reads back as the same number (for limits echoed back)."""
+    exact = Decimal(seconds)
+    if not exact.is_finite():  # float("inf") in a Policy built by code, never typed
+        return str(seconds)
+    whole = int(exact)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    millis = (exact - int(exact)) * 1000
+    if millis:
+        parts.append(f"{_plain(millis)}ms")
+    return " ".join(parts) or "0s"
+
+
+def format_size_exact(n: int) -> str:
+    """``20 GiB``, ``1536 GiB``, ``1234 B``: the largest unit that divides ``n`` exactly, so
+    that :func:`parse_size` reads back the same number (for limits echoed back)."""
+    for exponent in range(len(_SIZE_PREFIXES), 0, -1):
+        unit = 1024**exponent
+        if n and n % unit == 0:
+            return f"{n // unit} {_SIZE_PREFIXES[exponent - 1]}iB"
+    return f"{n} B"
+
+
+def _plain(number: Decimal) -> str:
+    """A Decimal without exponent or trailing zeros: 1.5, 250, 0.001."""
+    text = format(number, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def parse_size(text: str) -> int:
@@ -68,7 +114,8 @@ def parse_size(text: str) -> int:
             raise UsageError(f"invalid size {text!r}: a byte count must be whole; {_SIZE_EXAMPLES}")
         return int(num)
     # Decimal, not float: the fraction as typed is scaled exactly, then rounded down once.
-    return int(Decimal(num) * 1024 ** (_SIZE_PREFIXES.index(prefix.upper()) + 1))
+    with _exact(text):
+        return int(Decimal(num) * 1024 ** (_SIZE_PREFIXES.index(prefix.upper()) + 1))
 
 
 def format_size(n: int) -> str:

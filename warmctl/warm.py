@@ -17,7 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from warmctl.catalogue import Catalogue, Snapshot
-from warmctl.errors import ConflictError, NotFoundError, NotReadyError, UsageError, WarmctlError
+from warmctl.errors import (
+    ConflictError,
+    LeftUnfinished,
+    NotFoundError,
+    NotReadyError,
+    PodmanConflictError,
+    TimedOut,
+    UsageError,
+    WarmctlError,
+)
 from warmctl.output import Progress
 from warmctl.podman import CommandResult, Podman
 from warmctl.snapshots import SnapshotOptions, require_usable_criu, take_snapshot
@@ -90,15 +99,18 @@ def warm(
     *,
     clock: Callable[[], float] = time.monotonic,
 ) -> Snapshot:
-    """Run, warm, wait for ready, snapshot. On failure the container is removed (unless
-    ``keep_on_failure``) and nothing is recorded."""
+    """Run, warm, wait for ready, snapshot. When starting, warming or readiness fails the
+    container is removed (unless ``keep_on_failure``) and nothing is recorded. When only the
+    snapshot fails, the warm container is left as the snapshot left it (running, unless the
+    checkpoint stopped it) and the error says how to retry: hours of warming are not thrown
+    away for a checkpoint that may succeed on a second try."""
     spec = plan.spec
+    require_usable_criu()  # fail before a long warm-up (and, not root, before podman)
     if not podman.image_exists(spec.image):
         raise NotFoundError(
             f"image {spec.image} is not on this host",
             hint="podman pull, load or import it first",
         )
-    require_usable_criu()  # fail before a long warm-up, not after it
     catalogue.check_writable()
     existing = podman.inspect_container(spec.container)
     if existing is not None:
@@ -106,9 +118,10 @@ def warm(
         raise ConflictError(f"a container named {spec.container} already exists "
                             f"({existing.state})", hint="choose another with --container")
     started = clock()
+    container_id: str | None = None
     try:
         progress.phase("starting")
-        podman.run_detached(
+        container_id = podman.run_detached(
             spec.image, name=spec.container, publish=spec.publish, env=spec.env,
             volumes=spec.volumes, extra_args=spec.podman_args, command=spec.command,
         )
@@ -118,24 +131,63 @@ def warm(
         attempts = 0
         if plan.readiness.configured:
             attempts = _wait_until_ready(podman, plan, progress, started=started, clock=clock)
-        warm_seconds = round(clock() - started, 3)
-        progress.phase("snapshotting")
-        extra = {"warm": {
-            "image": spec.image,
-            "command": list(spec.command),
-            "warmup": plan.warmup,
-            "warmup_exec": plan.warmup_exec,
-            "ready": plan.readiness.describe(),
-            "warm_seconds": warm_seconds,
-            "probe_attempts": attempts,
-        }}
+    except BaseException as err:
+        # By id; by name only when podman run failed after it had created the container
+        # (the name was free a moment ago), never when the name was taken meanwhile.
+        leftover = container_id or (None if isinstance(err, PodmanConflictError)
+                                    else spec.container)
+        if not plan.keep_on_failure and leftover is not None:
+            with contextlib.suppress(WarmctlError):
+                podman.remove_container(leftover)
+        raise
+    warm_seconds = round(clock() - started, 3)
+    progress.phase("snapshotting")
+    extra = {"warm": {
+        "image": spec.image,
+        "command": list(spec.command),
+        "warmup": plan.warmup,
+        "warmup_exec": plan.warmup_exec,
+        "ready": plan.readiness.describe(),
+        "warm_seconds": warm_seconds,
+        "probe_attempts": attempts,
+    }}
+    try:
         return take_snapshot(catalogue, podman, spec.container, plan.name, plan.snapshot,
                              progress, extra=extra)
-    except BaseException:
-        if not plan.keep_on_failure:
-            with contextlib.suppress(WarmctlError):
-                podman.remove_container(spec.container)
+    except WarmctlError as err:
+        _say_the_warm_container_stays(podman, plan, err)
         raise
+
+
+def _say_the_warm_container_stays(podman: Podman, plan: WarmPlan, err: WarmctlError) -> None:
+    """The snapshot failed after the warming succeeded: the container is kept; the error
+    says so, and how to snapshot it again."""
+    container = plan.spec.container
+    if isinstance(err, (LeftUnfinished, TimedOut)):
+        return  # podman goes on alone, and holds the container: inspecting it would wait
+    with contextlib.suppress(WarmctlError):
+        info = podman.inspect_container(container)
+        if info is not None and info.running:
+            err.message += f"; the warm container {container} is still running"
+            err.hint = f"retry: {snapshot_command(plan)}" + (f"; {err.hint}" if err.hint else "")
+
+
+def snapshot_command(plan: WarmPlan) -> str:
+    """The ``warmctl snapshot`` that takes the snapshot warm would have taken (without the
+    record of the warming)."""
+    options = plan.snapshot
+    words = ["warmctl", "snapshot", plan.spec.container, plan.name]
+    if options.leave_running:
+        words.append("--leave-running")
+    if options.compress != "zstd":
+        words += ["--compress", options.compress]
+    if not options.tcp_established:  # checkpointed by default (see criu_config.py)
+        words.append("--no-tcp-established")
+    if options.file_locks:
+        words.append("--file-locks")
+    for key, value in (options.labels or {}).items():
+        words += ["--label", f"{key}={value}"]
+    return shlex.join(words)
 
 
 def _host_env(plan: WarmPlan) -> dict[str, str]:

@@ -18,6 +18,7 @@ IMAGES = {
     "busybox": "localhost/warmctl-test/busybox",
     "memcached": "localhost/warmctl-test/memcached",
     "java": "localhost/warmctl-test/java",
+    "redis": "localhost/warmctl-test/redis",
 }
 
 

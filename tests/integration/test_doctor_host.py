@@ -3,12 +3,12 @@ old for this kernel comes first on PATH."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 from support import IMAGES, Containers, Warmctl, podman
 
+from warmctl import host
 from warmctl.podman import podman_environment
 
 pytestmark = pytest.mark.podman
@@ -36,15 +36,14 @@ def old_criu_path(tmp_path: Path) -> dict[str, str]:
     return {"PATH": f"{bin_dir}:{podman_environment()['PATH']}"}
 
 
-def test_doctor_says_this_host_can_checkpoint_within_2_seconds(warmctl: Warmctl) -> None:
-    started = time.monotonic()
+def test_doctor_says_this_host_can_checkpoint(warmctl: Warmctl) -> None:
+    # How long it takes is the benchmark's (bench/micro.py, "doctor"), not a timed test's.
     result = warmctl("doctor")
-    elapsed = time.monotonic() - started
-    assert elapsed < 2.0, f"doctor took {elapsed:.2f}s"
     lines = result.stdout.splitlines()
+    # capability: a warning, only where root lacks CAP_SYS_RESOURCE (as on the project's VMs).
     assert [line.split()[1] for line in lines] == [
         "root", "podman", "runtime", "cgroups", "ulimits", "criu", "criu-kernel", "criu-config",
-        "catalogue"]
+        *([] if host.has_cap_sys_resource() else ["capability"]), "catalogue"]
     assert all(line.split()[0] in ("ok", "warn") for line in lines), result.stdout
     data = warmctl("doctor", "--json").json()
     assert isinstance(data, dict) and data["ok"] is True

@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 import pytest
-from support import Containers, Warmctl, free_port, podman
+from mcclient import wait_for_memcached
+from support import IMAGES, Containers, Warmctl, free_port, podman
 from test_core_verbs import assert_all_back, fill, start_looper, start_memcached
 
 from warmctl import criu_config
@@ -136,9 +137,11 @@ def test_resume_of_a_stopped_source_restores_in_place_with_every_value(
     assert_all_back(port, items)
 
     # Once restored, the checkpoint has left podman's storage: the same snapshot comes back
-    # through its archive (in the stopped source's place).
+    # through its archive. A source stopped since (not by a checkpoint) is replaced only
+    # when --replace says so.
     podman("stop", "--time", "0", name)
-    result = warmctl("resume", "ip", env={"WARMCTL_DEBUG": "1"})
+    assert warmctl("resume", "ip", check=False).returncode == 4
+    result = warmctl("resume", "ip", "--replace", env={"WARMCTL_DEBUG": "1"})
     assert "restoring in place" not in result.stderr and "whole archive" in result.stderr
     assert_all_back(port, items)
 
@@ -151,12 +154,14 @@ def criu_config_annotation(container: str) -> str | None:
     return value
 
 
-def test_resume_gives_criu_auto_dedup_for_that_restore_only(
+def test_resume_gives_criu_its_options_for_that_restore_only(
     warmctl: Warmctl, containers: Containers
 ) -> None:
-    """CRIU restores with auto-dedup (warmctl/criu_config.py): the resumed container's spec
-    names a configuration file that existed for that restore only. Snapshots of it, and
-    podman's own checkpoint and restore of it, work after that, every value back each time."""
+    """CRIU restores with auto-dedup and tcp-close (warmctl/criu_config.py) from a file that
+    exists for that restore only, named through a criu wrapper: nothing stays in the resumed
+    container's spec. Snapshots of it, and podman's own checkpoint and restore of it, work
+    after that, every value back each time. A container an earlier release resumed (its spec
+    names a file long gone) is snapshotted and resumed too, and loses that annotation."""
     name, port = start_memcached(containers)
     items = fill(port, 32, seed=25)
     warmctl("snapshot", name, "dd", "--leave-running")
@@ -164,27 +169,31 @@ def test_resume_gives_criu_auto_dedup_for_that_restore_only(
     result = warmctl("resume", "dd", "--name", first,
                      "--publish", f"127.0.0.1:{first_port}:11211", env={"WARMCTL_DEBUG": "1"})
     assert_all_back(first_port, items)
-    conf = criu_config_annotation(first)
-    runtime = podman("info", "--format", "{{.Host.OCIRuntime.Name}}").stdout.strip()
-    if runtime != "runc":  # crun reads org.criu.config only from 1.26 with libcriu >= 4.2
-        assert conf is None and "is not runc: no configuration of warmctl's" in result.stderr
-        return
-    if criu_config.RUNC_DEFAULT.exists():  # this host configures CRIU for runc itself
-        assert conf is None and "restoring with the host's configuration" in result.stderr
-        return
-    assert conf is not None and Path(conf).parent == criu_config.DIRECTORY, conf
-    assert f"criu: restoring with {conf} (auto-dedup)" in result.stderr, result.stderr
-    assert not Path(conf).exists()
+    assert criu_config_annotation(first) is None
+    match = re.search(r"criu: (\S+\.conf) \(auto-dedup, tcp-close\)", result.stderr)
+    assert match is not None, result.stderr
+    assert Path(match.group(1)).parent == criu_config.DIRECTORY
+    assert not Path(match.group(1)).exists()
+    assert not Path(match.group(1)).with_suffix(".bin").exists()
 
-    # A snapshot of the resumed container carries the annotation; its resume gets a new file.
     warmctl("snapshot", first, "dd2", "--leave-running")
     second, second_port = containers.name("dd2"), free_port()
     warmctl("resume", "dd2", "--name", second, "--publish", f"127.0.0.1:{second_port}:11211")
-    again = criu_config_annotation(second)
-    assert again is not None and again != conf and Path(again).parent == criu_config.DIRECTORY
     assert_all_back(second_port, items)
-
-    # The file named is gone: CRIU takes that as no configuration.
     podman("container", "checkpoint", second)
     podman("container", "restore", second)
     assert_all_back(second_port, items)
+
+    # As an earlier warmctl left it: the spec names a file of a restore long finished.
+    old, old_port = containers.name("old"), free_port()
+    podman("run", "--detach", "--name", old, "--publish", f"127.0.0.1:{old_port}:11211",
+           "--annotation", f"{criu_config.ANNOTATION}={criu_config.DIRECTORY}/0-gone.conf",
+           IMAGES["memcached"])
+    wait_for_memcached(old_port)
+    old_items = fill(old_port, 8, seed=26)
+    assert criu_config_annotation(old) == f"{criu_config.DIRECTORY}/0-gone.conf"
+    warmctl("snapshot", old, "old", "--leave-running")
+    third, third_port = containers.name("old2"), free_port()
+    warmctl("resume", "old", "--name", third, "--publish", f"127.0.0.1:{third_port}:11211")
+    assert criu_config_annotation(third) is None
+    assert_all_back(third_port, old_items)

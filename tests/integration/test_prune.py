@@ -62,12 +62,15 @@ def test_prune_removes_orphans_and_abandoned_temporary_files(
     warmctl("snapshot", looper, "keep", "--leave-running")
     orphan = warmctl.home / "archives" / "ghost@7.tar"
     orphan.write_bytes(b"left by a crash between rename and commit")
-    abandoned = warmctl.home / "tmp" / "12345-dead.partial"
+    abandoned = warmctl.home / "tmp" / f"12345-{'d' * 32}.partial"  # as warmctl names them
     abandoned.write_bytes(b"left by a killed export")
+    stray = warmctl.home / "tmp" / "12345-dead.partial"  # not a name warmctl makes
+    stray.write_bytes(b"someone else's")
     out = warmctl("prune", "--keep-last", "1", "--json").json()
     assert isinstance(out, dict)
     assert set(out["leftovers_removed"]) >= {"ghost@7.tar"}
     assert not orphan.exists() and not abandoned.exists()
+    assert stray.read_bytes() == b"someone else's"
     assert refs(warmctl) == ["keep@1"]
 
 

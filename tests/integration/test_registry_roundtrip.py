@@ -26,7 +26,7 @@ _CONFIG = """version: 0.1
 log:
   level: warn
   accesslog:
-    disabled: true
+    disabled: false  # test_trust.py reads which blobs were fetched
 storage:
   filesystem:
     rootdirectory: {storage}
@@ -42,6 +42,7 @@ http:
 class Registry:
     host: str  # 127.0.0.1:PORT
     storage: Path
+    log: Path  # its output, access log included
 
     def blob_data(self, digest: str) -> Path:
         """Where distribution's filesystem driver keeps a blob's bytes."""
@@ -67,7 +68,7 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         _wait_until_serving(port, proc, log_path)
-        yield Registry(f"127.0.0.1:{port}", storage)
+        yield Registry(f"127.0.0.1:{port}", storage, log_path)
     finally:
         proc.terminate()
         try:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from fakes import FakePodman
 
-from warmctl import criu_config, host
+from warmctl import claim, container_lock, criu_config, host
 from warmctl.catalogue import Catalogue
 
 
@@ -33,4 +33,20 @@ def private_criu_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     directory = tmp_path / "run-warmctl-criu"
     monkeypatch.setattr(criu_config, "DIRECTORY", directory)
     monkeypatch.setattr(criu_config, "RUNC_DEFAULT", tmp_path / "etc-criu-runc.conf")
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def private_container_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Snapshots' per-container locks go to a directory of the test's, not /run."""
+    directory = tmp_path / "run-warmctl-locks"
+    monkeypatch.setattr(container_lock, "DIRECTORY", directory)
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def private_name_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Resume's locks on container names go to a directory of the test's, not /run."""
+    directory = tmp_path / "run-warmctl-names"
+    monkeypatch.setattr(claim, "LOCK_DIRECTORY", directory)
     return directory

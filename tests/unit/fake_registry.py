@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import socket
+import ssl
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -37,9 +38,15 @@ class FakeRegistry:
     requests: list[str] = field(default_factory=list)  # "METHOD /path"
     token_scopes: list[str] = field(default_factory=list)
     patches: int = 0
+    # TLS: connections that start with a TLS handshake get it; plain HTTP is served on the
+    # same port too (so that https and http of one host:port can be told apart).
+    tls: ssl.SSLContext | None = None
+    downgrade_blobs: bool = False  # blob GETs over TLS: 307 to http:// on the same host:port
+    redirect_blobs_to: str | None = None  # blob GETs: 307 to this base URL (another registry)
+    seen: list[tuple[str, str, str]] = field(default_factory=list)  # scheme, request, auth
 
     def __post_init__(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.registry = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
@@ -65,6 +72,23 @@ class FakeRegistry:
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         self.manifests[(repo, tag)] = self.manifests[(repo, digest)] = (body, media_type)
         return digest
+
+
+class _Server(ThreadingHTTPServer):
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        tls = self.registry.tls  # type: ignore[attr-defined]
+        if tls is not None:
+            request.settimeout(5)
+            try:
+                first = request.recv(1, socket.MSG_PEEK)
+            except OSError:
+                return
+            if first == b"\x16":  # a TLS handshake record
+                try:
+                    request = tls.wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError):
+                    return
+        super().finish_request(request, client_address)
 
 
 _BLOB = re.compile(r"/v2/(?P<repo>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})")
@@ -132,8 +156,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self) -> None:
         reg = self.reg
         path = urlsplit(self.path).path
+        scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
         with reg._lock:
             reg.requests.append(f"{self.command} {path}")
+            reg.seen.append((scheme, f"{self.command} {path}",
+                             self.headers.get("Authorization", "")))
+        match = _BLOB.fullmatch(path)
+        if match and self.command == "GET" and (reg.redirect_blobs_to or reg.downgrade_blobs):
+            if scheme == "https" or reg.redirect_blobs_to:
+                base = reg.redirect_blobs_to or f"http://{reg.host}"
+                if self._authorized(match.group("repo")):
+                    self._reply(307, b"", {"Location": f"{base}{path}"})
+                return
+            self._blob(match)  # the storage behind the redirect: no auth of its own
+            return
         if path == "/token":
             self._token()
             return

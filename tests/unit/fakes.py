@@ -4,10 +4,11 @@ archive kept as test data. Only what warmctl's library code calls is implemented
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from warmctl.podman import (
     HostVersions,
     Podman,
     RestoreResult,
+    starting,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -39,9 +41,32 @@ def as_plain(data: bytes) -> bytes:
     return data
 
 
+def spec_annotations(data: bytes) -> dict[str, str]:
+    """The annotations of the spec.dump in a tar stream: podman creates the container with
+    them. Empty when there is no spec.dump."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            if member.name == "spec.dump" and member.isfile():
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                annotations = json.loads(extracted.read()).get("annotations") or {}
+                return {str(k): str(v) for k, v in annotations.items()}
+    return {}
+
+
 def tar_member_names(data: bytes) -> list[str]:
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         return tar.getnames()
+
+
+def _criu_options(criu_bin: Path | None) -> list[str]:
+    """What the criu wrapper in ``criu_bin`` hands CRIU, read while the file exists."""
+    if criu_bin is None:
+        return []
+    script = (criu_bin / "criu").read_text()
+    conf = Path(next(line for line in script.splitlines()
+                     if line.startswith("CRIU_CONFIG_FILE=")).partition("=")[2].strip("'"))
+    return [line for line in conf.read_text().splitlines() if not line.startswith("#")]
 
 
 @dataclass
@@ -49,6 +74,9 @@ class FakePodman(Podman):
     containers: dict[str, ContainerInfo] = field(default_factory=dict)
     images: set[str] = field(default_factory=lambda: {"localhost/img"})
     calls: list[str] = field(default_factory=list)
+    # Per checkpoint or restore: the options CRIU would have read from warmctl's
+    # configuration (criu_config.py), [] when podman got none.
+    criu_configs: list[list[str]] = field(default_factory=list)
     versions: HostVersions | None = field(default_factory=lambda: HostVersions(
         "4.3.1", "runc", "runc 1.1.5", "6.18.0", "testhost"))  # None: podman is missing
     fail_checkpoint: str | CheckpointError | None = None
@@ -58,16 +86,21 @@ class FakePodman(Podman):
     exits_at_once: bool = False  # containers started by run_detached stop at once
     restored_from: list[bytes] = field(default_factory=list)  # what each import read got
     config_reads: int = 2
+    exports: bytes | None = None  # what checkpoint writes instead of a real archive
     # Where containers' storage lives; None: the fake keeps no checkpoint in storage, so
     # resume never restores in place.
     storage: Path | None = None
+    # Called while podman "runs" a checkpoint (after its export is written) or a restore
+    # (before it creates the container): a test presses Ctrl-C or holds podman up there.
+    while_running: Callable[[], None] | None = None
     _next_id: int = 1
 
-    def add(self, name: str, *, running: bool = True, ports: Sequence[str] = ()) -> ContainerInfo:
+    def add(self, name: str, *, running: bool = True, ports: Sequence[str] = (),
+            annotations: dict[str, str] | None = None) -> ContainerInfo:
         info = ContainerInfo(
             id=f"id{self._next_id:04d}", name=name, image_name="localhost/img:latest",
             image_id="iid", state="running" if running else "exited", checkpointed=False,
-            ports=list(ports), pid=0,
+            ports=list(ports), pid=0, annotations=dict(annotations or {}),
         )
         self._next_id += 1
         self.containers[name] = info
@@ -113,17 +146,23 @@ class FakePodman(Podman):
 
     def checkpoint(self, container: str, export_to: Path, *, leave_running: bool = False,
                    compress: str = "zstd", tcp_established: bool = False,
-                   file_locks: bool = False) -> CheckpointResult:
+                   file_locks: bool = False, criu_bin: Path | None = None) -> CheckpointResult:
+        starting(lambda: None)  # podman's process starts here (waiting.PodmanCall's gate)
         self.calls.append(f"checkpoint {container} compress={compress}")
+        self.criu_configs.append(_criu_options(criu_bin))
         if isinstance(self.fail_checkpoint, CheckpointError):
             raise self.fail_checkpoint
         if self.fail_checkpoint:
             raise CheckpointError(self.fail_checkpoint, stderr=self.fail_checkpoint)
-        if compress == "zstd":
+        if self.exports is not None:
+            export_to.write_bytes(self.exports)
+        elif compress == "zstd":
             shutil.copyfile(REAL_ARCHIVE, export_to)
         else:
             assert compress == "none", "the fake writes zstd or plain archives"
             export_to.write_bytes(plain_archive_bytes())
+        if self.while_running is not None:
+            self.while_running()
         info = self.inspect_container(container)
         assert info is not None
         if not leave_running:
@@ -141,8 +180,10 @@ class FakePodman(Podman):
         return self.storage / info.id if self.storage is not None and info else None
 
     def restore_in_place(self, container: str, *, tcp_established: bool = False,
-                         file_locks: bool = False) -> RestoreResult:
+                         file_locks: bool = False, criu_bin: Path | None = None) -> RestoreResult:
         """As podman: restores from the checkpoint in storage, then removes it."""
+        starting(lambda: None)
+        self.criu_configs.append(_criu_options(criu_bin))
         info = self.inspect_container(container)
         assert info is not None and self.storage is not None
         self.calls.append(f"restore in place {info.id}")
@@ -153,23 +194,34 @@ class FakePodman(Podman):
         return RestoreResult(info.id, {"restore_time": 5}, 1000)
 
     def restore(self, archive: Path, *, name: str, publish: Sequence[str] = (),
-                tcp_established: bool = False, file_locks: bool = False) -> RestoreResult:
+                tcp_established: bool = False, file_locks: bool = False,
+                ignore_volumes: bool = False,
+                criu_bin: Path | None = None) -> RestoreResult:
         """Reads ``archive`` as podman 4.3 to 5.x does: opened anew for each of
         ``config_reads`` reads of config.dump, then once more to import it all."""
+        starting(lambda: None)
         self.calls.append(f"restore {name}")
+        self.criu_configs.append(_criu_options(criu_bin))
+        if self.while_running is not None:
+            self.while_running()
+        annotations: dict[str, str] = {}
         for _ in range(self.config_reads):
-            if "config.dump" not in tar_member_names(as_plain(archive.read_bytes())):
+            configuration = as_plain(archive.read_bytes())
+            if "config.dump" not in tar_member_names(configuration):
                 raise PodmanError("failed extracting runtime information: no config.dump")
+            annotations = annotations or spec_annotations(configuration)
         if name in self.containers:
             raise PodmanConflictError(f"name {name} is already in use")
         imported = as_plain(archive.read_bytes())
         self.restored_from.append(imported)
+        annotations = annotations or spec_annotations(imported)
         if len(imported) % 512 or imported[-1024:] != bytes(1024):
             raise PodmanError("unpacking of checkpoint archive failed: invalid tar header")
         if "checkpoint/inventory.img" not in tar_member_names(imported):
-            self.add(name, running=False)
-            raise CheckpointError("a complete checkpoint for this container cannot be found")
-        info = self.add(name, running=self.fail_restore is None)
+            self.add(name, running=False, annotations=annotations)
+            raise CheckpointError("a complete checkpoint for this container cannot be found, "
+                                  "cannot restore: stat .../checkpoint/inventory.img")
+        info = self.add(name, running=self.fail_restore is None, annotations=annotations)
         if self.fail_restore:
             raise CheckpointError(self.fail_restore, stderr=self.fail_restore)
         return RestoreResult(info.id, {"restore_time": 10}, 2000)

@@ -162,7 +162,7 @@ RLIMIT_RUNC = ("Error: OCI runtime error: runc: runc create failed: unable to st
     ("", "Error (criu/mount-v2.c:903): mnt-v2: Failed to make mount 526 slave: Operation not "
          "permitted", "install CRIU >= 4.1.1"),
     ("", "Error (criu/sk-inet.c:199): inet: Connected TCP socket, consider using "
-         "--tcp-established option.", "retry with --tcp-established"),
+         "--tcp-established option.", "--no-tcp-established refuses them"),
     (RLIMIT_CRUN, "", 'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]'),
     (RLIMIT_RUNC, "", "containers.conf.d/50-ulimits.conf"),
     ("Error: OCI runtime error: crun: cgroups in hybrid mode not supported, drop all "
@@ -504,18 +504,29 @@ def test_runtime_can_or_cannot_checkpoint(versions: HostVersions, status: str,
     assert (check.fix == "") == (status == OK)
 
 
-def test_criu_config_says_whether_resume_gets_auto_dedup() -> None:
+def test_criu_config_says_how_the_connection_options_reach_criu() -> None:
     check = doctor.check_criu_config(facts())
-    assert check is not None and check.status == OK and "auto-dedup" in check.detail
-    assert "no auto-dedup" not in check.detail
+    assert check is not None and check.status == OK
+    for option in ("skip-in-flight", "tcp-close", "auto-dedup", "CRIU_CONFIG_FILE"):
+        assert option in check.detail
+    assert "is read as well" not in check.detail
     kept = doctor.check_criu_config(facts(runc_criu_config=True))
     assert kept is not None and kept.status == OK
-    assert f"{criu_config.RUNC_DEFAULT} exists" in kept.detail and "no auto-dedup" in kept.detail
-    # crun never gets it (the org.criu.config rule), and without podman there is nothing to say.
-    on_crun = doctor.check_criu_config(facts(podman=CRUN_VERSIONS))
-    assert on_crun is not None and on_crun.status == OK
-    assert "no auto-dedup" in on_crun.detail and "1.26" in on_crun.detail
+    assert f"{criu_config.RUNC_DEFAULT} is read as well" in kept.detail
+    crun = doctor.check_criu_config(facts(podman=CRUN_VERSIONS))
+    assert crun is not None and crun.status == WARN and "may not reach CRIU" in crun.detail
     assert doctor.check_criu_config(facts(podman=None)) is None
+
+
+def test_capabilities_warn_without_cap_sys_resource() -> None:
+    assert doctor.check_capabilities(facts()) is None
+    assert doctor.check_capabilities(facts(cap_sys_resource=None)) is None
+    check = doctor.check_capabilities(facts(cap_sys_resource=False))
+    assert check is not None and check.status == WARN and "run as root" in check.detail
+    # The project's VMs: root without bit 24.
+    assert host.has_cap_sys_resource("CapEff:\t000001fffeffffff\n") is False
+    assert host.has_cap_sys_resource("CapEff:\t000001ffffffffff\n") is True
+    assert host.has_cap_sys_resource("Name: x\n") is None
 
 
 # Debian 13's crun, as the test host's `crun --version` printed it.

@@ -32,6 +32,11 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("WARMCTL_HOME", str(home))
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "no-auth.json"))
+    # The signature policy pull obeys: this test's, not the host's.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    policy = tmp_path / ".config" / "containers" / "policy.json"
+    policy.parent.mkdir(parents=True)
+    policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
     podman = FakePodman()
     podman.add("mc")
     with Catalogue(home).open() as cat:
@@ -52,7 +57,7 @@ def test_push_and_pull_json(home: Path, tmp_path: Path, registry: FakeRegistry,
     assert code == ExitCode.OK, err
     pushed = json.loads(out)
     assert list(pushed) == ["ref", "destination", "manifest_digest", "blob_digest",
-                            "bytes_uploaded", "skipped_existing"]
+                            "bytes_uploaded", "skipped_existing", "signature"]
     assert pushed["destination"] == f"{dest}:mc-1"
     code, out, err = run(capsys, "push", "mc@1", dest, "--tls-verify", "false")
     assert code == ExitCode.OK

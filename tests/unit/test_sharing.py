@@ -212,3 +212,27 @@ def test_manifest_validation_details() -> None:
             artifact.parse_manifest(json.dumps(broken).encode(), OCI_MANIFEST, "src")
     with pytest.raises(IntegrityError, match="not JSON"):
         artifact.parse_manifest(b"<html>", OCI_MANIFEST, "src")
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"container": "bad name!"}, "its container name 'bad name!' is not one podman takes"),
+    ({"container": ""}, "its container name '' is not one podman takes"),
+    ({"labels": {"tier": "a\nb"}}, "control character"),
+    ({"labels": {"tier": "x" * 2000}}, "2000 bytes, more than the 1024 allowed"),
+    ({"labels": {"clé": "x"}}, "invalid label key 'clé'"),
+])
+def test_a_pulled_config_is_held_to_what_warmctl_records(
+        snapshot: Snapshot, change: dict[str, Any], says: str) -> None:
+    """resume hands a pulled snapshot's container name to podman and list prints its labels:
+    a registry's config gets no more leeway than the command line."""
+    config = {**json.loads(artifact.config_for(snapshot)), **change}
+    layer = artifact.Descriptor("application/vnd.warmctl.checkpoint.v1.tar+zstd",
+                                f"sha256:{snapshot.sha256}", snapshot.size_bytes)
+    pulled = artifact.Artifact(layer, layer, snapshot.compression)
+    good = artifact.record_from_config(artifact.config_for(snapshot), pulled, name=None,
+                                       source="reg/x", manifest_digest="sha256:" + "0" * 64)
+    assert good.container_name == snapshot.container_name
+    with pytest.raises(IntegrityError, match=says) as err:
+        artifact.record_from_config(json.dumps(config).encode(), pulled, name=None,
+                                    source="reg/x", manifest_digest="sha256:" + "0" * 64)
+    assert err.value.exit_code == ExitCode.INTEGRITY

@@ -148,12 +148,17 @@ def test_crun_without_libcriu_is_refused_before_the_container_is_touched(
     assert snap(catalogue, fake_podman) == "mc@1"
 
 
-def test_resume_in_place_of_its_own_stopped_source(
+def test_a_stopped_source_whose_checkpoint_storage_does_not_show_is_replaced_only_when_asked(
     catalogue: Catalogue, fake_podman: FakePodman
 ) -> None:
+    """Without the checkpoint in podman's storage to compare (this fake keeps none), resume
+    cannot tell the checkpoint is the snapshot's: the container is not its to remove."""
     source = fake_podman.add("looper")
     snap(catalogue, fake_podman, container="looper", name="looper")  # stops it
-    assert resume_snapshot(catalogue, fake_podman, Ref("looper"), ResumeOptions(),
+    with pytest.raises(ConflictError, match="no snapshot in the catalogue recorded"):
+        resume_snapshot(catalogue, fake_podman, Ref("looper"), ResumeOptions(), Progress())
+    assert fake_podman.containers["looper"].id == source.id
+    assert resume_snapshot(catalogue, fake_podman, Ref("looper"), ResumeOptions(replace=True),
                            Progress()).container == "looper"
     assert f"rm {source.id}" in fake_podman.calls
     restored = fake_podman.inspect_container("looper")
@@ -344,25 +349,62 @@ def test_a_later_checkpoint_in_storage_sends_an_older_snapshot_through_its_archi
     assert stored_podman.restored_from == [plain_archive_bytes()]
 
 
-@pytest.mark.parametrize("reason", ["publish", "leave-running", "restored-since"])
-def test_no_restore_in_place_when_it_would_not_give_the_snapshot(
-    catalogue: Catalogue, stored_podman: FakePodman, reason: str
+def test_publish_sends_a_stopped_source_through_its_archive(
+    catalogue: Catalogue, stored_podman: FakePodman
 ) -> None:
+    source = stored_podman.add("mc")
+    snap(catalogue, stored_podman)
+    resume_snapshot(catalogue, stored_podman, Ref("mc"),
+                    ResumeOptions(publish=("127.0.0.1:1:11211",)), Progress())
+    assert stored_podman.calls[-2:] == [f"rm {source.id}", "restore mc"]
+    assert stored_podman.restored_from == [plain_archive_bytes()]
+
+
+@pytest.mark.parametrize("change", ["paused", "exited-on-its-own", "restarted", "restored-since",
+                                    "another-container"])
+def test_a_source_that_changed_since_the_snapshot_is_never_replaced_unasked(
+    catalogue: Catalogue, stored_podman: FakePodman, change: str
+) -> None:
+    """Only the source as a recorded checkpoint left it (stopped, checkpointed, the
+    checkpoint in its storage the snapshot's) is replaced without --replace."""
     stored_podman.add("mc")
-    snap(catalogue, stored_podman, leave_running=reason == "leave-running")
-    options = ResumeOptions(publish=("127.0.0.1:1:11211",) if reason == "publish" else ())
-    if reason == "leave-running":
-        stored_podman.containers["mc"] = dataclasses.replace(
-            stored_podman.containers["mc"], state="exited")
-        assert "in_place" not in catalogue.get(Ref("mc")).extra
-    if reason == "restored-since":
-        info = stored_podman.containers["mc"]
+    snap(catalogue, stored_podman, leave_running=change in ("paused", "exited-on-its-own"))
+    info = stored_podman.containers["mc"]
+    if change == "paused":
+        stored_podman.containers["mc"] = dataclasses.replace(info, state="paused")
+    elif change == "exited-on-its-own":
+        stored_podman.containers["mc"] = dataclasses.replace(info, state="exited")
+    elif change == "restarted":  # podman start: running, no longer checkpointed
+        stored_podman.containers["mc"] = dataclasses.replace(info, state="running",
+                                                             checkpointed=False)
+    elif change == "restored-since":  # and checkpointed again by hand: not recorded
         stored_podman.restore_in_place(info.id)
         stored_podman.containers["mc"] = dataclasses.replace(info, state="exited",
                                                              checkpointed=True)
-    resume_snapshot(catalogue, stored_podman, Ref("mc"), options, Progress())
-    assert stored_podman.calls[-1] == "restore mc"
-    assert stored_podman.restored_from == [plain_archive_bytes()]
+        assert stored_podman.userdata_dir(info.id) is not None
+        images = stored_podman.storage / info.id / "checkpoint"  # type: ignore[operator]
+        images.mkdir()
+        (images / "inventory.img").write_bytes(b"by hand")
+    else:
+        del stored_podman.containers["mc"]
+        stored_podman.add("mc", running=False)
+    before = dict(stored_podman.containers)
+    calls = len(stored_podman.calls)
+    with pytest.raises(ConflictError) as info_:
+        resume_snapshot(catalogue, stored_podman, Ref("mc"), ResumeOptions(), Progress())
+    assert info_.value.exit_code == ExitCode.CONFLICT
+    assert "--replace" in (info_.value.hint or "")
+    if change == "paused":
+        assert "is paused" in info_.value.message
+    if change == "exited-on-its-own":
+        assert "exited on its own" in info_.value.message
+    assert stored_podman.containers == before  # untouched
+    assert stored_podman.calls[calls:] == []
+    # --replace names it: replaced through the archive.
+    resume_snapshot(catalogue, stored_podman, Ref("mc"), ResumeOptions(replace=True),
+                    Progress())
+    assert stored_podman.calls[-2:] == [f"rm {before['mc'].id}", "restore mc"]
+    assert stored_podman.containers["mc"].running
 
 
 def test_a_failed_restore_in_place_keeps_the_container_and_its_checkpoint(

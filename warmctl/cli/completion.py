@@ -68,6 +68,10 @@ def complete_compressions(incomplete: str) -> list[str]:
     return [c for c in ("zstd", "none", "gzip") if c.startswith(incomplete)]
 
 
+def complete_volume_modes(incomplete: str) -> list[str]:
+    return [m for m in ("new", "shared", "snapshot") if m.startswith(incomplete)]
+
+
 def complete_running_containers(incomplete: str) -> list[str]:
     names = _ask_podman(lambda podman: podman.list_containers(running_only=True))
     return [n for n in names if n.startswith(incomplete)]

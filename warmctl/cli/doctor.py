@@ -65,6 +65,7 @@ def command(
         snap = app.catalogue().get(ref)
         image_id = app.podman.image_id(snap.image_name) if facts.podman else None
         checks += doctor.snapshot_checks(facts, snap, image_id)
+        checks.append(doctor.host_access_check(app.catalogue(), snap))
     ok = doctor.can_checkpoint(checks)
     if json_mode:
         out.json({"ok": ok, "checks": [check.to_dict() for check in checks]})
@@ -77,6 +78,13 @@ def command(
         ])
     if not ok:
         failed = [check for check in checks if check.status == doctor.FAIL]
+        if [c.name for c in failed] == [doctor.PROBE_IMAGE_CHECK]:
+            from warmctl.errors import NotFoundError
+
+            raise NotFoundError(
+                f"the probe did not run: {failed[0].detail}; every other check passed",
+                hint=failed[0].fix or None,
+            )
         raise HostError(
             f"checkpointing cannot work here: {', '.join(c.name for c in failed)} failed",
             hint=failed[0].fix or None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from typer.models import TyperPath
 
 from warmctl import __version__
 from warmctl.cli import (
@@ -47,11 +49,14 @@ def _version(value: bool) -> None:
 def main_callback(
     ctx: typer.Context,
     home: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--home",
+            # A path as the shell completes it, kept as typed: an empty value must stay "".
+            click_type=TyperPath(),
             metavar="DIR",
-            help="Catalogue directory (default: $WARMCTL_HOME, else the user data directory).",
+            help="Catalogue directory: new, empty, or a catalogue (default: $WARMCTL_HOME, "
+                 "else the user data directory).",
             show_default=False,
         ),
     ] = None,
@@ -62,7 +67,8 @@ def main_callback(
 ) -> None:
     from warmctl.app import App, default_home
 
-    ctx.obj = App(home=home or default_home())
+    # An empty value means the default, for --home as for WARMCTL_HOME.
+    ctx.obj = App(home=Path(home) if home else default_home())
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -84,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run warmctl; returns the exit status. Every error is turned into one line here."""
     from typer._click import exceptions as click_exceptions
 
+    _open_closed_standard_streams()
     debug = os.environ.get("WARMCTL_DEBUG") == "1"
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="warmctl: debug: %(message)s")
@@ -92,8 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     if instruction:
         # A completion script asking for candidates (<TAB>): answer, run nothing.
         return completion_cmd.answer(command, instruction)
+    stdout_before = _stdout_identity()
     try:
         result = command.main(args=argv, prog_name="warmctl", standalone_mode=False)
+    except SystemExit as exc:
+        if exc.code == 1 and stdout_before != _stdout_identity() == _devnull_identity():
+            # rich, printing typer's help, met a reader that went away (`--help | head -1`):
+            # it put /dev/null on stdout and exits 1. A reader that stops is not a failure.
+            return ExitCode.OK
+        raise
     except click_exceptions.UsageError as exc:
         hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
         sys.stderr.write(f"warmctl: error: {exc.format_message()}{hint}\n")
@@ -102,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"warmctl: error: {exc.format_message()}\n")
         return exc.exit_code
     except typer.Abort:
-        sys.stderr.write("warmctl: interrupted\n")
+        sys.stderr.write("warmctl: error: interrupted\n")
         return ExitCode.INTERRUPTED
     except WarmctlError as err:
         if debug:
@@ -112,11 +126,18 @@ def main(argv: list[str] | None = None) -> int:
         Output().error(err)
         return err.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("warmctl: interrupted\n")
+        sys.stderr.write("warmctl: error: interrupted\n")
         return ExitCode.INTERRUPTED
-    except BrokenPipeError:
-        # A reader such as `head` went away: not warmctl's failure to report.
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush
+    except BrokenPipeError as exc:
+        from warmctl.output import discard_stdout, stdout_reader_gone
+
+        if stdout_reader_gone():
+            # A reader such as `head` went away while help or a result was printed: not a
+            # failure (results printed through Output never get here: their command goes on).
+            discard_stdout()
+            return ExitCode.OK
+        with contextlib.suppress(OSError):  # stderr may be the pipe that broke
+            sys.stderr.write(f"warmctl: error: {exc.strerror or exc}\n")
         return ExitCode.FAILURE
     except OSError as exc:
         if debug:
@@ -133,8 +154,44 @@ def main(argv: list[str] | None = None) -> int:
         )
         return ExitCode.FAILURE
     if result == ExitCode.INTERRUPTED:
-        sys.stderr.write("warmctl: interrupted\n")
+        sys.stderr.write("warmctl: error: interrupted\n")
     return result if isinstance(result, int) else ExitCode.OK
+
+
+def _stdout_identity() -> tuple[int, int, int]:
+    try:
+        found = os.fstat(1)
+    except OSError:
+        return (0, 0, 0)
+    return (found.st_dev, found.st_ino, found.st_rdev)
+
+
+def _devnull_identity() -> tuple[int, int, int]:
+    found = os.stat(os.devnull)
+    return (found.st_dev, found.st_ino, found.st_rdev)
+
+
+def _open_closed_standard_streams() -> None:
+    """Put /dev/null on a closed stdin, stdout or stderr (``>&-``) before anything opens a
+    file: the catalogue's database or an archive would otherwise get descriptor 1 or 2 and
+    receive what is printed. A result printed to a closed stdout is lost, said once on stderr;
+    the exit status is still that of what was done (a snapshot taken is recorded: exit 0)."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            closed.append(fd)
+    if 1 in closed:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    if 2 in closed:
+        sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+    if 1 in closed and 2 not in closed:
+        sys.stderr.write("warmctl: warning: standard output is closed: results are not printed\n")
 
 
 def cli() -> NoReturn:

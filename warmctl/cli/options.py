@@ -45,13 +45,43 @@ def compress_option(panel: str | None = None) -> Any:
                         autocompletion=completion.complete_compressions)
 
 
-def tcp_established_option(panel: str | None = None, *, verb: str = "Checkpoint") -> Any:
-    return flag("--tcp-established", rich_help_panel=panel,
-                help=f"{verb} established TCP connections.")
+def resume_tcp_option() -> Any:
+    return flag("--tcp-established",
+                help="Keep the snapshot's established TCP connections (for the very container "
+                     "at its own address). Default: they are restored closed, as after a "
+                     "network blip, so that any number of copies can run.")
+
+
+def snapshot_tcp_option(panel: str | None = None) -> Any:
+    """Snapshots checkpoint a serving container's connections by default; the strict
+    opposite refuses a container that has any."""
+    return flag("--tcp-established/--no-tcp-established", rich_help_panel=panel,
+                help="Checkpoint established TCP connections, skipping those not yet "
+                     "accepted (default). --no-tcp-established refuses (exit 7) a container "
+                     "that has any.")
 
 
 def file_locks_option(panel: str | None = None, *, verb: str = "Checkpoint") -> Any:
     return flag("--file-locks", rich_help_panel=panel, help=f"{verb} file locks.")
+
+
+def time_limit_option(panel: str | None = None, *, what: str = "checkpoint") -> Any:
+    return typer.Option(
+        "--time-limit", metavar="DURATION", rich_help_panel=panel, show_default=False,
+        help=f"Stop waiting for podman's {what} after DURATION (exit 124); podman goes on "
+             "alone and the message says where the container stands. Default: no limit.")
+
+
+def parse_time_limit(value: str | None) -> float | None:
+    from warmctl.errors import UsageError
+    from warmctl.units import parse_duration
+
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise UsageError(f"--time-limit {value}: must be more than zero")
+    return seconds
 
 
 RefArgument = Annotated[
@@ -106,12 +136,14 @@ def parse_tls_verify(value: str) -> bool:
         raise typer.BadParameter(f"{value!r} is not true or false") from None
 
 
-def registry_options(tls_verify: str, authfile: str | None) -> RegistryOptions:
-    """What push and pull share: --tls-verify and --authfile, checked."""
+def registry_options(tls_verify: str, authfile: str | None,
+                     cert_dir: str | None = None) -> RegistryOptions:
+    """What push and pull share: --tls-verify, --authfile and --cert-dir, checked."""
     from warmctl.sharing import RegistryOptions
 
     return RegistryOptions(tls_verify=parse_tls_verify(tls_verify),
-                           authfile=Path(authfile) if authfile else None)
+                           authfile=Path(authfile) if authfile else None,
+                           cert_dir=Path(cert_dir) if cert_dir else None)
 
 
 def complete_booleans(incomplete: str) -> list[str]:
@@ -124,6 +156,14 @@ TlsVerifyOption = Annotated[
         "--tls-verify", metavar="true|false", autocompletion=complete_booleans,
         help="Require HTTPS with a trusted certificate. false: HTTPS without verification, "
              "or plain HTTP when the registry does not speak TLS (a test registry of your own).",
+    ),
+]
+CertDirOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cert-dir", metavar="PATH", show_default=False,
+        help="Certificates for the registry (*.crt CAs, *.cert/*.key client pairs), instead "
+             "of certs.d/HOST:PORT under ~/.config/containers, /etc/containers, /etc/docker.",
     ),
 ]
 AuthfileOption = Annotated[

@@ -48,11 +48,11 @@ def command(
     from warmctl.refs import validate_name
     from warmctl.retention import Policy
     from warmctl.snapshots import prune_snapshots
-    from warmctl.units import format_size, parse_duration, parse_size
+    from warmctl.units import format_size, parse_duration_exact, parse_size
 
     policy = Policy(
         keep_last=keep_last,
-        keep_within=parse_duration(keep_within) if keep_within is not None else None,
+        keep_within=parse_duration_exact(keep_within) if keep_within is not None else None,
         max_total_size=parse_size(max_total_size) if max_total_size is not None else None,
     )
     selected = [validate_name(n) for n in names or []]

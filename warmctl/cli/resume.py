@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from warmctl.cli.completion import complete_volume_modes
 from warmctl.cli.options import (
     JsonOption,
     QuietOption,
@@ -14,7 +15,9 @@ from warmctl.cli.options import (
     file_locks_option,
     flag,
     output_for,
-    tcp_established_option,
+    parse_time_limit,
+    resume_tcp_option,
+    time_limit_option,
 )
 
 
@@ -36,22 +39,44 @@ def command(
     replace: Annotated[
         bool, flag("--replace", help="Remove an existing container of that name first.")
     ] = False,
-    tcp_established: Annotated[bool, tcp_established_option(verb="Restore")] = False,
+    tcp_established: Annotated[bool, resume_tcp_option()] = False,
     file_locks: Annotated[bool, file_locks_option(verb="Restore")] = False,
+    volumes: Annotated[
+        str | None,
+        typer.Option("--volumes", metavar="new|shared|snapshot",
+                     help="The snapshot's named volumes: new (volumes of the container's own, "
+                          "NAME-VOLUME, filled from the snapshot; the default under another "
+                          "name), shared (the volumes the snapshot names, as they are now), "
+                          "snapshot (those volumes, their content replaced by the snapshot's).",
+                     autocompletion=complete_volume_modes, show_default=False),
+    ] = None,
     strict: Annotated[
         bool,
         flag("--strict",
              help="Refuse (exit 6) a snapshot from another host when this host "
                   "differs: CPU flags, kernel, CRIU, podman, runtime, image."),
     ] = False,
+    time_limit: Annotated[str | None, time_limit_option(what="restore")] = None,
+    allow_host_access: Annotated[
+        bool,
+        flag("--allow-host-access",
+             help="Resume a snapshot pulled from a registry even if its container asks for "
+                  "host access (privileged, host namespaces or paths, devices, capabilities, "
+                  "hooks); otherwise that is refused (exit 6)."),
+    ] = False,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Restore a snapshot as a running container; prints the container's name."""
+    from warmctl.podman_input import validate_container_name, validate_publish
     from warmctl.refs import Ref, parse_ref
     from warmctl.snapshots import ResumeOptions, resume_snapshot
 
     parsed = parse_ref(ref)
+    if name is not None:
+        validate_container_name(name)
+    for spec in publish or ():
+        validate_publish(spec)
     app = app_of(ctx)
     out = output_for(json_mode, quiet)
     options = ResumeOptions(
@@ -61,6 +86,9 @@ def command(
         tcp_established=tcp_established,
         file_locks=file_locks,
         strict=strict,
+        volumes=volumes,
+        time_limit=parse_time_limit(time_limit),
+        allow_host_access=allow_host_access,
     )
     catalogue = app.catalogue()
     # NAME means its newest generation now: pin it, so that what is resumed and what is
@@ -71,6 +99,10 @@ def command(
                                   options, progress, warn=out.warn)
     if json_mode:
         out.json({"ref": snapshot.ref, "container": resumed.container,
-                  "criu_stats": resumed.criu_stats})
+                  "criu_stats": resumed.criu_stats, "volumes": resumed.volumes})
     else:
         out.line(resumed.container)
+        for use in resumed.volumes:
+            out.info(f"volume {use['volume']} at {use['destination']}: "
+                     + ("filled from the snapshot's " + use["snapshot_volume"]
+                        if use["content"] == "snapshot" else "as it is now (shared)"))

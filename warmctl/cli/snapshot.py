@@ -16,7 +16,9 @@ from warmctl.cli.options import (
     label_option,
     leave_running_option,
     output_for,
-    tcp_established_option,
+    parse_time_limit,
+    snapshot_tcp_option,
+    time_limit_option,
 )
 
 
@@ -35,8 +37,9 @@ def command(
     leave_running: Annotated[bool, leave_running_option()] = False,
     label: Annotated[list[str] | None, label_option()] = None,
     compress: Annotated[str, compress_option()] = "zstd",
-    tcp_established: Annotated[bool, tcp_established_option()] = False,
+    tcp_established: Annotated[bool, snapshot_tcp_option()] = True,
     file_locks: Annotated[bool, file_locks_option()] = False,
+    time_limit: Annotated[str | None, time_limit_option()] = None,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -56,11 +59,16 @@ def command(
         tcp_established=tcp_established,
         file_locks=file_locks,
         labels=parse_labels(label or []),
+        time_limit=parse_time_limit(time_limit),
     )
     snapshot_name = name if name is not None else default_snapshot_name(container)
     catalogue = app.catalogue()
     with out.progress(f"snapshot {container}") as progress:
         snap = take_snapshot(catalogue, app.podman, container, snapshot_name, options, progress)
+    from warmctl.volumes import bind_mount_warnings
+
+    for warning in bind_mount_warnings(snap.extra):
+        out.warn(warning)
     if json_mode:
         out.json(snap.to_dict())
     else:

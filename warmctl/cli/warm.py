@@ -17,7 +17,9 @@ from warmctl.cli.options import (
     label_option,
     leave_running_option,
     output_for,
-    tcp_established_option,
+    parse_time_limit,
+    snapshot_tcp_option,
+    time_limit_option,
 )
 
 _CONTAINER = "Container options"
@@ -105,18 +107,26 @@ def command(
     leave_running: Annotated[bool, leave_running_option(_SNAP)] = False,
     label: Annotated[list[str] | None, label_option(_SNAP)] = None,
     compress: Annotated[str, compress_option(_SNAP)] = "zstd",
-    tcp_established: Annotated[bool, tcp_established_option(_SNAP)] = False,
+    tcp_established: Annotated[bool, snapshot_tcp_option(_SNAP)] = True,
     file_locks: Annotated[bool, file_locks_option(_SNAP)] = False,
+    time_limit: Annotated[str | None, time_limit_option(_SNAP)] = None,
     json_mode: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Run IMAGE, warm it up, wait until it is ready, and snapshot it as NAME."""
+    from warmctl.podman_input import validate_container_name, validate_port, validate_publish
     from warmctl.refs import validate_name
     from warmctl.snapshots import SnapshotOptions, parse_labels
     from warmctl.units import parse_duration
     from warmctl.warm import ContainerSpec, Readiness, WarmPlan, warm
 
     validate_name(name)
+    if container is not None:
+        validate_container_name(container, option="--container")
+    for spec in publish or ():
+        validate_publish(spec)
+    if ready_tcp is not None:
+        validate_port(ready_tcp, what="--ready-tcp port")
     plan = WarmPlan(
         spec=ContainerSpec(
             image=image,
@@ -143,6 +153,7 @@ def command(
             tcp_established=tcp_established,
             file_locks=file_locks,
             labels=parse_labels(label or []),
+            time_limit=parse_time_limit(time_limit),
         ),
         keep_on_failure=keep_on_failure,
     )
@@ -151,6 +162,10 @@ def command(
     catalogue = app.catalogue()
     with out.progress(f"warm {name}") as progress:
         snap = warm(catalogue, app.podman, plan, progress)
+    from warmctl.volumes import bind_mount_warnings
+
+    for warning in bind_mount_warnings(snap.extra):
+        out.warn(warning)
     if json_mode:
         out.json(snap.to_dict())
     else:

@@ -1,0 +1,330 @@
+"""Named volumes: captured at the memory's instant, and clones with volumes of their own.
+
+The counter appends 1, 2, 3, ... to /data/log on a named volume as fast as it can. Memory (the
+shell's variable) and file agree only when both come from the same instant: after a resume the
+file must read 1..N without a gap or a repeat. A volume captured later than the memory (what
+podman does with --leave-running) shows up as a repeat: the restored process counts on from a
+smaller number than the file already holds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support import IMAGES, Containers, Warmctl, free_port, podman
+
+pytestmark = pytest.mark.podman
+
+COUNTER = 'i=0; while true; do i=$((i+1)); echo $i >> /data/log; done'
+# Redis with its append-only file on /data, and a writer beside it that appends 1, 2, 3, ...
+# to the list "seq" (through a Unix socket inside the container, so no TCP connection is open
+# at the checkpoint); a restarted writer counts on from the list's length.
+REDIS = ("redis-server --appendonly yes --dir /data --unixsocket /tmp/redis.sock "
+         "--protected-mode no & "
+         "until redis-cli -s /tmp/redis.sock ping >/dev/null 2>&1; do sleep 0.05; done; "
+         "i=$(redis-cli -s /tmp/redis.sock LLEN seq); "
+         "while :; do i=$((i+1)); "
+         "redis-cli -s /tmp/redis.sock RPUSH seq $i >/dev/null || exit 1; done")
+
+
+@pytest.fixture
+def volumes(containers: Containers) -> Iterator[Callable[[str], str]]:
+    """Volume names for this test (the containers' prefix); all removed afterwards, clones'
+    included (after the containers, which the containers fixture removes first)."""
+    def name(what: str) -> str:
+        return containers.name(what)
+
+    yield name
+    containers.cleanup()
+    listed = podman("volume", "ls", "--format", "{{.Name}}", check=False).stdout.split()
+    ours = [v for v in listed if v.startswith(containers.prefix)]
+    if ours:
+        podman("volume", "rm", "--force", *ours, check=False)
+
+
+def mountpoint(volume: str) -> Path:
+    return Path(podman("volume", "inspect", "--format", "{{.Mountpoint}}", volume).stdout.strip())
+
+
+def counts(volume: str) -> list[int]:
+    text = (mountpoint(volume) / "log").read_text()
+    # The last line may be half written while the counter runs.
+    return [int(line) for line in text.split("\n")[:-1] if line]
+
+
+def problems(numbers: list[int]) -> list[tuple[int, int]]:
+    """Neighbouring lines that are not n, n+1 (a gap or a repeat), and a start other than 1."""
+    found = [(a, b) for a, b in itertools.pairwise(numbers) if b != a + 1]
+    if numbers and numbers[0] != 1:
+        found.insert(0, (0, numbers[0]))
+    return found
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def start_counter(name: str, volume: str) -> None:
+    podman("run", "-d", "--name", name, "-v", f"{volume}:/data", IMAGES["busybox"],
+           "sh", "-c", COUNTER)
+    wait_for("the counter to write", lambda: len(counts(volume)) > 1000)
+
+
+def counted_on(volume: str, beyond: int) -> list[int]:
+    """The file once the (restored) counter has written well past ``beyond`` lines."""
+    wait_for(f"{volume} to grow past {beyond} lines", lambda: len(counts(volume)) > beyond + 2000)
+    return counts(volume)
+
+
+@pytest.mark.parametrize("leave_running", [True, False], ids=["leave-running", "stopping"])
+def test_resumed_counter_continues_its_file_without_gap_or_repeat(
+        warmctl: Warmctl, containers: Containers, volumes: Callable[[str], str],
+        leave_running: bool) -> None:
+    source, data = containers.name("counter"), volumes("data")
+    start_counter(source, data)
+    blob = os.urandom(3 << 20)  # incompressible: the archive's size must show it
+    (mountpoint(data) / "blob").write_bytes(blob)
+    warmctl("snapshot", *(["--leave-running"] if leave_running else []), source, "counter")
+    shown = warmctl("show", "--json", "counter").json()
+    [archived] = shown["archive_contents"]["volumes"]
+    assert archived["name"] == data and archived["destination"] == "/data"
+    assert archived["bytes"] > len(blob)
+    [listed] = warmctl("list", "--json").json()
+    assert listed["size_bytes"] > len(blob)
+    captured = "frozen" if leave_running else "stopped"
+    shown_lines = [line.split() for line in warmctl("show", "counter").stdout.splitlines()]
+    assert ["volumes.capture", captured] in shown_lines
+    # The file as the snapshot took it, then the source and its volume are gone.
+    podman("rm", "--force", "--time", "0", source)
+    at_snapshot = len(counts(data))
+    podman("volume", "rm", data)
+
+    assert warmctl("resume", "counter").stdout.strip() == source
+    numbers = counted_on(data, at_snapshot)
+    assert problems(numbers) == []
+    assert (mountpoint(data) / "blob").read_bytes() == blob
+
+
+def test_resume_in_place_refuses_an_existing_volume_until_told_what_to_do(
+        warmctl: Warmctl, containers: Containers, volumes: Callable[[str], str]) -> None:
+    source, data = containers.name("counter"), volumes("data")
+    start_counter(source, data)
+    warmctl("snapshot", "--leave-running", source, "counter")
+    podman("rm", "--force", "--time", "0", source)
+    written = len(counts(data))
+
+    refused = warmctl("resume", "counter", check=False)
+    assert refused.returncode == 4, refused.stderr
+    assert f"volume {data} already exists" in refused.stderr
+    assert "--volumes snapshot" in refused.stderr and "--volumes shared" in refused.stderr
+    assert containers.state(source) is None
+    assert len(counts(data)) == written  # the volume was not touched
+
+    resumed = warmctl("resume", "counter", "--volumes", "snapshot", "--json").json()
+    assert resumed["volumes"] == [{"snapshot_volume": data, "volume": data,
+                                   "destination": "/data", "content": "snapshot"}]
+    # The snapshot's content replaced the file, which ran further than the snapshot.
+    numbers = counted_on(data, 0)
+    assert problems(numbers) == []
+
+
+def test_two_clones_get_volumes_of_their_own_beside_the_running_source(
+        warmctl: Warmctl, containers: Containers, volumes: Callable[[str], str]) -> None:
+    source, data = containers.name("counter"), volumes("data")
+    start_counter(source, data)
+    warmctl("snapshot", "--leave-running", source, "counter")
+    clones = [containers.name("clone1"), containers.name("clone2")]
+
+    first = warmctl("resume", "counter", "--name", clones[0])
+    assert first.stdout.strip() == clones[0]
+    assert f"volume {clones[0]}-{data} at /data" in first.stderr
+    second = warmctl("resume", "counter", "--name", clones[1], "--json").json()
+    assert second["volumes"] == [{"snapshot_volume": data, "volume": f"{clones[1]}-{data}",
+                                  "destination": "/data", "content": "snapshot"}]
+
+    for clone in clones:
+        own = f"{clone}-{data}"
+        mounted = podman("container", "inspect", "--format",
+                         "{{range .Mounts}}{{.Name}} {{end}}", clone).stdout.split()
+        assert mounted == [own]
+        assert problems(counted_on(own, 0)) == []
+    # The source ran on beside them, alone on its volume: a clone writing there would have
+    # put a second sequence into its file.
+    assert containers.state(source) == "running"
+    assert problems(counts(data)) == []
+
+    again = warmctl("resume", "counter", "--name", clones[0], check=False)
+    assert again.returncode == 4  # the container name and its volume are taken
+    # --replace replaces the clone and its volume, filled anew from the snapshot.
+    (mountpoint(f"{clones[0]}-{data}") / "marker").write_text("the replaced clone's")
+    warmctl("resume", "counter", "--name", clones[0], "--replace")
+    assert not (mountpoint(f"{clones[0]}-{data}") / "marker").exists()
+    assert problems(counted_on(f"{clones[0]}-{data}", 0)) == []
+
+
+class Redis:
+    """Just enough of RESP to set and read keys over TCP."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.file = self.sock.makefile("rb")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def call(self, *args: str) -> object:
+        parts = [f"*{len(args)}\r\n".encode()]
+        for arg in args:
+            data = arg.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        self.sock.sendall(b"".join(parts))
+        return self._reply()
+
+    def _reply(self) -> object:
+        line = self.file.readline().rstrip(b"\r\n")
+        kind, rest = line[:1], line[1:]
+        if kind in (b"+", b":"):
+            return int(rest) if kind == b":" else rest.decode()
+        if kind == b"-":
+            raise AssertionError(f"redis error: {rest.decode()}")
+        if kind == b"$":
+            size = int(rest)
+            if size < 0:
+                return None
+            data = self.file.read(size + 2)[:-2]
+            return data.decode()
+        if kind == b"*":
+            return [self._reply() for _ in range(int(rest))]
+        raise AssertionError(f"unexpected reply {line!r}")
+
+
+def connect_redis(port: int) -> Redis:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client = Redis(port)
+            client.call("PING")
+            return client
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def sequence(client: Redis) -> list[int]:
+    values = client.call("LRANGE", "seq", "0", "-1")
+    assert isinstance(values, list)
+    return [int(str(v)) for v in values]
+
+
+def test_redis_clone_has_every_acknowledged_key_and_loads_its_aof(
+        warmctl: Warmctl, containers: Containers, volumes: Callable[[str], str]) -> None:
+    source, data = containers.name("redis"), volumes("redisdata")
+    port, clone_port = free_port(), free_port()
+    podman("run", "-d", "--name", source, "-v", f"{data}:/data", "-p", f"127.0.0.1:{port}:6379",
+           "--entrypoint", "/bin/sh", IMAGES["redis"], "-c", REDIS)
+    client = connect_redis(port)
+    acknowledged = [f"key{i}" for i in range(500)]
+    for key in acknowledged:
+        assert client.call("SET", key, key.upper()) == "OK"
+    wait_for("the writer", lambda: len(sequence(client)) > 50)
+    client.close()
+    # No TCP connection at the checkpoint (the writer inside uses a Unix socket): wait until
+    # Redis has seen this one close.
+    wait_for("Redis to drop the TCP client", lambda: tcp_clients(source) == 0)
+
+    warmctl("snapshot", "--leave-running", source, "redis")
+    clone = containers.name("clone")
+    warmctl("resume", "redis", "--name", clone, "--publish", f"127.0.0.1:{clone_port}:6379")
+
+    copy = connect_redis(clone_port)
+    assert copy.call("MGET", *acknowledged) == [k.upper() for k in acknowledged]
+    before = len(sequence(copy))
+    wait_for("the clone's writer", lambda: len(sequence(copy)) > before + 50)
+    assert problems(sequence(copy)) == []
+    copy.close()
+
+    # A fresh Redis on the clone's volume loads what the snapshot's AOF and the clone's own
+    # writes left: the same data, the sequence still without a gap or a repeat. SHUTDOWN
+    # writes the AOF out; the writer then fails and the container exits.
+    seen = len(logs(clone).splitlines())
+    # (redis-cli exits non-zero: the server closes the connection instead of answering)
+    podman("exec", clone, "redis-cli", "-s", "/tmp/redis.sock", "shutdown", check=False)
+    wait_for("the clone to stop", lambda: containers.state(clone) == "exited")
+    podman("start", clone)
+    wait_for("the clone to load its AOF", lambda: "Ready to accept" in logs(clone, seen))
+    loaded = logs(clone, seen)
+    assert "DB loaded from append only file" in loaded
+    for complaint in ("Bad file format", "Unexpected end of file", "truncated", "not valid"):
+        assert complaint not in loaded
+    restarted = connect_redis(clone_port)
+    assert restarted.call("MGET", *acknowledged) == [k.upper() for k in acknowledged]
+    assert problems(sequence(restarted)) == []
+    restarted.close()
+    # The source's volume was never the clone's.
+    assert podman("container", "inspect", "--format", "{{range .Mounts}}{{.Name}}{{end}}",
+                  clone).stdout.strip() == f"{clone}-{data}"
+
+
+def tcp_clients(container: str) -> int:
+    listed = podman("exec", container, "redis-cli", "-s", "/tmp/redis.sock", "client", "list")
+    return sum("addr=/" not in line for line in listed.stdout.splitlines() if "addr=" in line)
+
+
+def logs(container: str, skip: int = 0) -> str:
+    """The container's output (stdout and stderr), without its first ``skip`` lines."""
+    result = podman("logs", container)
+    return "\n".join((result.stdout + result.stderr).splitlines()[skip:])
+
+
+def test_show_and_snapshot_name_bind_mounts_as_not_in_the_archive(
+        warmctl: Warmctl, containers: Containers, tmp_path: Path) -> None:
+    host_dir = tmp_path / "shared"
+    host_dir.mkdir()
+    name = containers.name("bound")
+    podman("run", "-d", "--name", name, "-v", f"{host_dir}:/shared", IMAGES["busybox"],
+           "sleep", "3600")
+    taken = warmctl("snapshot", "--leave-running", name, "bound")
+    assert f"bind mount {host_dir} -> /shared is a host path" in taken.stderr
+    shown = warmctl("show", "bound")
+    assert f"{host_dir} (host path: not in the archive)" in shown.stdout
+    contents = warmctl("show", "--json", "bound").json()["archive_contents"]
+    assert contents["bind_mounts"] == [{"source": str(host_dir), "destination": "/shared"}]
+    assert contents["volumes"] == []
+
+
+def freezer_state(container: str) -> str:
+    pid = podman("container", "inspect", "--format", "{{.State.Pid}}", container).stdout.strip()
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "freezer" in controllers.split(","):
+            return (Path("/sys/fs/cgroup/freezer") / path.lstrip("/") / "freezer.state") \
+                .read_text().strip()
+    raise AssertionError("no cgroup v1 freezer on this host")
+
+
+def test_a_killed_snapshot_never_leaves_the_container_frozen(
+        warmctl: Warmctl, containers: Containers, volumes: Callable[[str], str]) -> None:
+    source, data = containers.name("counter"), volumes("data")
+    start_counter(source, data)
+    (mountpoint(data) / "ballast").write_bytes(os.urandom(256 << 20))  # a longer freeze
+    snapshot = warmctl.popen("snapshot", "--leave-running", source, "counter")
+    try:
+        wait_for("the freeze", lambda: freezer_state(source) == "FROZEN", timeout=120)
+    finally:
+        snapshot.kill()  # as kill -9: no finally runs in warmctl
+        snapshot.communicate()
+    wait_for("the guard to thaw the container", lambda: freezer_state(source) == "THAWED")
+    counted = len(counts(data))
+    wait_for("the counter to go on", lambda: len(counts(data)) > counted + 1000)
