@@ -123,7 +123,10 @@ def preflight(sizes: list[int], repeat: int) -> None:
 
 
 def first_line(argv: list[str]) -> str:
-    done = run(argv, check=False)
+    try:
+        done = run(argv, check=False)
+    except FileNotFoundError:
+        return "missing"
     lines = (done.stdout or done.stderr).strip().splitlines()
     return lines[0] if lines else "unknown"
 
@@ -133,15 +136,21 @@ def machine_facts() -> dict[str, Any]:
     cpu = next((line.split(":", 1)[1].strip()
                 for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    git = first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = run(["git", "-C", str(REPO), "status", "--porcelain", "--", "warmctl"], check=False)
+    # scripts/testhost bench names the commit: its copy of the checkout has no .git.
+    commit = os.environ.get("WARMCTL_BENCH_COMMIT")
+    if commit is None:
+        git = first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+        dirty = run(["git", "-C", str(REPO), "status", "--porcelain", "--", "warmctl"],
+                    check=False)
+        commit = git + (" (warmctl/ modified)" if dirty.stdout.strip() else "")
     return {
         "kernel": platform.release(),
         "podman": first_line(["podman", "version", "--format", "{{.Client.Version}}"]),
+        "runtime": first_line(["podman", "info", "--format", "{{.Host.OCIRuntime.Name}}"]),
         "runc": first_line(["runc", "--version"]),
         "criu": first_line(["criu", "--version"]).removeprefix("Version: "),
         "warmctl": first_line([warmctl_program(), "--version"]),
-        "warmctl_commit": git + (" (warmctl/ modified)" if dirty.stdout.strip() else ""),
+        "warmctl_commit": commit,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu,

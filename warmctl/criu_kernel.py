@@ -76,3 +76,13 @@ def version_tuple(version: str) -> tuple[int, ...]:
             break
         parts.append(int(piece))
     return tuple(parts)
+
+
+# crun does not run the criu program itself: it loads libcriu at run time (`could not load
+# libcriu.so.2` without it), and libcriu then runs the criu program on PATH, so with Debian
+# 13's libcriu2 4.1.1 the CRIU that dumps is still the newest on PATH (measured in the Debian 13
+# test host, docs/testhosts.md). Debian packages it as a Recommends of crun, which
+# --no-install-recommends and debootstrap leave out.
+LIBCRIU = "libcriu.so.2"
+LIBCRIU_FIX = ("install libcriu (apt-get install libcriu2): crun loads it to checkpoint and "
+               "restore, and it runs the criu on PATH")

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from warmctl.criu_kernel import (
     CRIU_KERNEL_PAIRS,
+    LIBCRIU_FIX,
     criu_kernel_advice,
     install_criu_fix,
     missing_criu_fix,
@@ -142,6 +143,8 @@ _CAUSES: tuple[_Cause, ...] = (
     _Cause(re.compile(r"(?:setrlimit|error setting rlimit).*operation not permitted", re.I),
            _fixed(ulimits_fix())),
     _Cause(re.compile(r"cgroups in hybrid mode not supported", re.I), _fixed(RUNC_FIX)),
+    # crun (1.21 seen) without libcriu: "could not load `libcriu.so.2`".
+    _Cause(re.compile(r"could not load \W?libcriu", re.I), _fixed(LIBCRIU_FIX)),
     _Cause(re.compile(r"does not support checkpoint", re.I),
            _fixed(f"this OCI runtime cannot checkpoint: {USE_RUNC}")),
     _Cause(re.compile(r"address already in use|port is already allocated", re.I), _fixed(

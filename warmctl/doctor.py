@@ -110,6 +110,10 @@ class HostFacts:
     cgroup2_mounted: bool  # with cgroup v1, a cgroup2 mount means hybrid mode
     catalogue: CatalogueFacts
     runc_criu_config: bool = False  # /etc/criu/runc.conf exists (see warmctl/criu_config.py)
+    libcriu: bool = True  # the loader finds libcriu.so.2, which crun needs to checkpoint
+    # What /sys/fs/cgroup/unified/cgroup.controllers lists: crun refuses hybrid mode only
+    # when the cgroup2 hierarchy has controllers.
+    cgroup2_controllers: str = ""
     cap_sys_resource: bool | None = True  # None: unknown
 
 
@@ -134,6 +138,8 @@ def gather_facts(podman: Podman, home: Path, *,
         cgroup2_mounted=any(fs == "cgroup2" for _, fs in parse_mountinfo(mountinfo)),
         catalogue=gather_catalogue_facts(home, mountinfo),
         runc_criu_config=criu_config.RUNC_DEFAULT.exists(),
+        libcriu=host.libcriu_installed(),
+        cgroup2_controllers=_read_text(Path("/sys/fs/cgroup/unified/cgroup.controllers")).strip(),
         cap_sys_resource=host.has_cap_sys_resource(),
     )
 
@@ -347,7 +353,11 @@ def check_runtime(facts: HostFacts) -> Check | None:
         # crun prints its build features (+CRIU ...) after its version lines.
         features = [w for w in versions.runtime_details.split() if w[:1] in "+-" and len(w) > 1]
         if "+CRIU" in features:
-            return Check("runtime", OK, f"{detail} (built with CRIU)")
+            problem = host.runtime_problem(versions.runtime, versions.runtime_details,
+                                           lambda: facts.libcriu)
+            if problem is not None:
+                return Check("runtime", FAIL, f"{detail}: {problem.problem}", problem.fix)
+            return Check("runtime", OK, f"{detail} (built with CRIU, {host.LIBCRIU} installed)")
         if features:
             return Check("runtime", FAIL, f"{detail} was built without CRIU: cannot checkpoint",
                          USE_RUNC)
@@ -367,8 +377,19 @@ def check_cgroups(facts: HostFacts) -> Check | None:
     detail = (f"cgroup {versions.cgroup_version or 'unknown'}{' (hybrid)' if hybrid else ''}, "
               f"{versions.cgroup_manager or 'unknown'} manager")
     if hybrid and versions.runtime == "crun":
-        return Check("cgroups", FAIL, f"{detail}: crun cannot start containers here", RUNC_FIX)
+        # crun refuses hybrid mode when the cgroup2 hierarchy has controllers (its source);
+        # without, crun 1.21 ran and checkpointed here, and 1.8 refused (HOST-NOTES).
+        if facts.cgroup2_controllers or host.version_tuple(_crun_version(versions)) < (1, 21):
+            return Check("cgroups", FAIL, f"{detail}: crun cannot start containers here",
+                         RUNC_FIX)
+        return Check("cgroups", OK, f"{detail}: no controller on cgroup2, so crun runs")
     return Check("cgroups", OK, detail)
+
+
+def _crun_version(versions: HostVersions) -> str:
+    """'crun version 1.21' -> '1.21'."""
+    words = versions.runtime_version.split()
+    return words[-1] if words else ""
 
 
 def check_ulimits(facts: HostFacts) -> Check:

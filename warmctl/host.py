@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from warmctl.criu_kernel import (
     CRIU_KERNEL_PAIRS,
+    LIBCRIU,
+    LIBCRIU_FIX,
     CriuKernelAdvice,
     CriuKernelPair,
     criu_kernel_advice,
@@ -22,10 +25,12 @@ from warmctl.podman import CommandResult, podman_environment, run_subprocess
 # The CRIU/kernel knowledge lives in criu_kernel.py (diagnose reads it without importing this
 # module, which runs programs through podman.py); these names stay importable from here.
 __all__ = [
-    "CAP_SYS_RESOURCE", "CRIU_KERNEL_PAIRS", "NOT_ROOT_FIX", "CriuKernelAdvice",
+    "CAP_SYS_RESOURCE", "CRIU_KERNEL_PAIRS", "LIBCRIU", "LIBCRIU_FIX", "NOT_ROOT_FIX",
+    "CriuKernelAdvice",
     "CriuKernelPair", "criu_check", "criu_kernel_advice", "criu_path", "criu_version",
     "effective_capabilities", "has_cap_sys_resource", "hostname", "install_criu_fix",
-    "kernel_release", "missing_criu_fix", "require_root", "version_tuple",
+    "kernel_release", "libcriu_installed", "missing_criu_fix", "require_root",
+    "runtime_problem", "version_tuple",
 ]
 
 _VERSION_RE = re.compile(r"Version:\s*([0-9][0-9.]*)")
@@ -105,3 +110,40 @@ def require_root(euid: int | None = None) -> None:
     if euid != 0:
         raise HostError(f"running as uid {euid}: podman checkpoints and restores containers "
                         "only as root", hint=NOT_ROOT_FIX)
+
+
+_LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu",
+                 "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib64", "/lib",
+                 "/usr/local/lib")
+
+
+def libcriu_installed(ld_cache: Path = Path("/etc/ld.so.cache")) -> bool:
+    """Whether the dynamic loader finds libcriu.so.2: in its cache (ldconfig's, which names
+    each library it indexed) or in a usual library directory."""
+    try:
+        if LIBCRIU.encode() in ld_cache.read_bytes():
+            return True
+    except OSError:
+        pass
+    return any(Path(d, LIBCRIU).exists() for d in _LIBRARY_DIRS)
+
+
+def runtime_problem(runtime: str, runtime_details: str,
+                    libcriu: Callable[[], bool] | None = None) -> CriuKernelAdvice | None:
+    """Why podman's OCI runtime cannot checkpoint here, when that is known without trying:
+    crun built without CRIU, or crun without libcriu. None for runc and unknown builds."""
+    if runtime != "crun":
+        return None
+    features = runtime_details.split()
+    if "-CRIU" in features:
+        return CriuKernelAdvice("crun was built without CRIU: it cannot checkpoint",
+                                "use runc: " + _USE_RUNC_SHORT)
+    if "+CRIU" in features and not (libcriu or libcriu_installed)():
+        return CriuKernelAdvice(f"crun needs {LIBCRIU} to checkpoint and it is not installed",
+                                LIBCRIU_FIX)
+    return None
+
+
+_USE_RUNC_SHORT = ('apt-get install runc and set [engine] runtime = "runc" in '
+                   "/etc/containers/containers.conf.d/")
+

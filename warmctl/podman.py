@@ -85,6 +85,9 @@ def podman_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
     path = [p for p in env.get("PATH", "").split(os.pathsep) if p]
     path += [d for d in _SBIN_DIRS if d not in path]
     env["PATH"] = os.pathsep.join(path)
+    # podman 5 warns on every command, on stderr, that cgroup v1 is deprecated: on a cgroup v1
+    # host that line would stand before every error podman prints. doctor names the cgroups.
+    env.setdefault("PODMAN_IGNORE_CGROUPSV1_WARNING", "1")
     return env
 
 
@@ -470,6 +473,9 @@ class PodmanCLI(Podman):
 
     def host_versions(self) -> HostVersions:
         info = self._json("info", "--format", "json")
+        if not isinstance(info, dict):  # a program that is not podman may print nothing
+            self.require_usable()
+            raise PodmanError("podman info printed no host information")
         host = info.get("host", {})
         runtime = host.get("ociRuntime", {})
         return HostVersions(

@@ -156,6 +156,7 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
     # Before the checkpoint, not beside it: `podman info` (when not cached) takes 0.25 s of
     # CPU, which lengthened CRIU's freeze or the export on two cores.
     versions = hostcache.host_versions(podman)
+    require_runtime_can_checkpoint(versions)
     with contextlib.ExitStack() as stack:
         archive_file = stack.enter_context(catalogue.new_temp_file())
         # Named volumes are tarred at the memory's instant (volumes.py): frozen meanwhile.
@@ -370,6 +371,7 @@ def resume_snapshot(
     """
     snapshot = catalogue.get(ref)
     criu_version = require_usable_criu()
+    require_runtime_can_checkpoint(hostcache.host_versions(podman))
     if hostcompat.needs_comparison(snapshot):
         progress.phase("comparing hosts")
         hostcompat.check_before_resume(snapshot, podman, criu_version, strict=options.strict,
@@ -743,6 +745,14 @@ def require_usable_criu() -> str:
     if advice is not None:
         raise HostError(advice.problem, hint=advice.fix)
     return version
+
+
+def require_runtime_can_checkpoint(versions: HostVersions) -> None:
+    """Fail with exit 6, before the container is touched, when podman's runtime is known not
+    to checkpoint here (host.runtime_problem)."""
+    problem = host.runtime_problem(versions.runtime, versions.runtime_details)
+    if problem is not None:
+        raise HostError(problem.problem, hint=problem.fix)
 
 
 def keep_criu_log(catalogue: Catalogue, err: CheckpointError, label: str) -> CheckpointError:

@@ -182,6 +182,10 @@ RLIMIT_RUNC = ("Error: OCI runtime error: runc: runc create failed: unable to st
     (PODMAN_FAKE_317_STDERR, "", "install CRIU (apt-get install criu"),
     ('runc checkpoint failed: exec: "criu": executable file not found in $PATH', "",
      "install CRIU"),
+    # Recorded in the Debian 13 test host: crun 1.21 with libcriu.so.2 moved aside.
+    ("Error: `/usr/bin/crun checkpoint --image-path /var/lib/containers/storage/overlay-"
+     "containers/d525/userdata/checkpoint ...` failed: exit status 1\n"
+     "could not load `libcriu.so.2`", "", "apt-get install libcriu2"),
 ])
 def test_diagnose_maps_each_known_failure_to_its_fix(stderr: str, log: str,
                                                      expected: str) -> None:
@@ -525,15 +529,24 @@ def test_capabilities_warn_without_cap_sys_resource() -> None:
     assert host.has_cap_sys_resource("Name: x\n") is None
 
 
-@pytest.mark.parametrize(("versions", "cgroup2", "status"), [
-    (CRUN_VERSIONS, True, FAIL),
-    (CRUN_VERSIONS, False, OK),  # pure v1
-    (replace(CRUN_VERSIONS, cgroup_version="v2"), True, OK),
-    (RUNC_VERSIONS, True, OK),
+# Debian 13's crun, as the test host's `crun --version` printed it.
+CRUN_121 = replace(CRUN_VERSIONS, runtime_version="crun version 1.21",
+                   runtime_details=CRUN_DEBIAN.replace("1.8.1", "1.21").replace(
+                       "+EBPF", "+EBPF +CRIU"))
+
+
+@pytest.mark.parametrize(("versions", "cgroup2", "controllers", "status"), [
+    (CRUN_VERSIONS, True, "", FAIL),  # crun 1.8 refused hybrid mode on a project machine
+    (CRUN_121, True, "", OK),  # 1.21 ran there (the Debian 13 test host)
+    (CRUN_121, True, "memory pids", FAIL),  # crun's own condition
+    (CRUN_VERSIONS, False, "", OK),  # pure v1
+    (replace(CRUN_VERSIONS, cgroup_version="v2"), True, "", OK),
+    (RUNC_VERSIONS, True, "memory", OK),
 ])
-def test_crun_on_hybrid_cgroups_fails(versions: HostVersions, cgroup2: bool,
+def test_crun_on_hybrid_cgroups_fails(versions: HostVersions, cgroup2: bool, controllers: str,
                                       status: str) -> None:
-    check = doctor.check_cgroups(facts(podman=versions, cgroup2_mounted=cgroup2))
+    check = doctor.check_cgroups(facts(podman=versions, cgroup2_mounted=cgroup2,
+                                       cgroup2_controllers=controllers))
     assert check is not None and check.status == status
     if status == FAIL:
         assert 'runtime = "runc"' in check.fix
@@ -759,3 +772,11 @@ def test_status_lines_are_not_read_as_markup(capsys: pytest.CaptureFixture[str],
     Output().statuses([("fail", "cgroups", '[engine] runtime = "runc"'), ("ok", "a", "[b]")])
     assert capsys.readouterr().out == ('fail  cgroups   [engine] runtime = "runc"\n'
                                        "ok    a         [b]\n")
+
+
+def test_crun_without_libcriu_fails_with_the_package_to_install() -> None:
+    check = doctor.check_runtime(facts(podman=CRUN_121, libcriu=False))
+    assert check is not None and check.status == FAIL
+    assert "libcriu.so.2" in check.detail and "apt-get install libcriu2" in check.fix
+    with_it = doctor.check_runtime(facts(podman=CRUN_121, libcriu=True))
+    assert with_it is not None and with_it.status == OK and "libcriu.so.2" in with_it.detail

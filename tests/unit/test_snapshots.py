@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from fakes import FakePodman, plain_archive_bytes, tar_member_names
 
+from warmctl import host
 from warmctl.archive import detect_compression
 from warmctl.catalogue import Catalogue
 from warmctl.errors import (
     CheckpointError,
     ConflictError,
     ExitCode,
+    HostError,
     IntegrityError,
     NotFoundError,
     WarmctlError,
@@ -124,6 +126,26 @@ def test_failed_checkpoint_records_nothing(catalogue: Catalogue, fake_podman: Fa
     assert catalogue.list_snapshots() == []
     assert list(catalogue.tmp_dir.iterdir()) == []
     assert list(catalogue.archives_dir.iterdir()) == []
+
+
+CRUN_WITH_CRIU = HostVersions("5.4.2", "crun", "crun version 1.21", "6.18.0", "testhost",
+                              runtime_details="crun version 1.21\n+SYSTEMD +CAP +CRIU +YAJL")
+
+
+def test_crun_without_libcriu_is_refused_before_the_container_is_touched(
+        catalogue: Catalogue, fake_podman: FakePodman, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host, "libcriu_installed", lambda: False)
+    fake_podman.add("mc")
+    fake_podman.versions = CRUN_WITH_CRIU
+    with pytest.raises(HostError) as info:
+        snap(catalogue, fake_podman)
+    assert info.value.exit_code == ExitCode.ENVIRONMENT
+    assert "libcriu.so.2" in info.value.message and "libcriu2" in (info.value.hint or "")
+    assert fake_podman.containers["mc"].running
+    assert catalogue.list_snapshots() == []
+    # With libcriu, crun checkpoints (as it did in the Debian 13 test host).
+    monkeypatch.setattr(host, "libcriu_installed", lambda: True)
+    assert snap(catalogue, fake_podman) == "mc@1"
 
 
 def test_a_stopped_source_whose_checkpoint_storage_does_not_show_is_replaced_only_when_asked(

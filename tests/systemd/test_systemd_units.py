@@ -1,0 +1,144 @@
+"""warmctl's systemd units (systemd/, warmctl-systemd(7)) with a real systemd as PID 1: the
+Debian 13 test host. Each test configures its own memcached service and removes it after."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from testhost import SCRIPT, Service, inside, wait_for
+
+COUNT = 3000  # 4 KiB values: 12 MB in memcached
+
+
+@pytest.fixture
+def service() -> Iterator[Service]:
+    made = Service(f"mc{uuid.uuid4().hex[:8]}", port=random.randrange(12000, 20000))
+    made.remove()
+    made.configure()
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
+def start_filled(service: Service, seed: int) -> None:
+    service.systemctl("start", service.unit)
+    assert service.active() == "active"
+    wait_for("memcached to answer",
+             lambda: service.mctool("ready", "0", check=False).returncode == 0)
+    service.mctool("fill", str(COUNT), str(seed))
+
+
+def assert_tracks_the_container(service: Service) -> None:
+    """systemd's main PID is the resumed container's conmon: systemd tracks that container."""
+    conmon = inside("podman", "container", "inspect", "-f", "{{.State.ConmonPid}}",
+                    service.name).stdout.strip()
+    assert service.show("MainPID") == conmon
+    assert inside("podman", "container", "inspect", "-f", "{{.State.Running}}",
+                  service.name).stdout.strip() == "true"
+
+
+def test_stop_takes_a_snapshot_and_start_brings_every_value_back(service: Service) -> None:
+    start_filled(service, seed=11)
+    service.systemctl("stop", service.unit)
+    assert service.active() == "inactive"
+    assert service.show("Result") == "success"
+    assert service.generations() == [f"{service.name}@1"]
+    assert f"snapshot {service.name}@1 taken" in service.journal()
+
+    service.systemctl("start", service.unit)
+    assert service.active() == "active"
+    assert f"resumed {service.name} warm" in service.journal()
+    assert_tracks_the_container(service)
+    assert service.mctool("check", str(COUNT), "11").stdout.startswith(f"{COUNT} of {COUNT}")
+    # A later stop snapshots the resumed container again.
+    service.systemctl("stop", service.unit)
+    assert service.generations() == [f"{service.name}@1", f"{service.name}@2"]
+
+
+def test_no_snapshot_or_a_damaged_one_starts_cold_and_the_journal_says_why(
+        service: Service) -> None:
+    service.systemctl("start", service.unit)
+    assert service.active() == "active"
+    assert "starting " + service.name + " cold: resume exited 3" in service.journal()
+    assert_tracks_the_container(service)
+    service.mctool("fill", "10", "3")
+    service.systemctl("stop", service.unit)
+    (ref,) = service.generations()
+    archive = json.loads(inside("warmctl", "show", "--json", ref).stdout)["archive"]
+    # Damage the middle of the archive (its memory pages), as a bad disk would.
+    inside("python3", "-c", f"import os; f = open({archive!r}, 'r+b'); "
+           "f.seek(os.path.getsize(f.name) // 2); f.write(b'\\xff' * 4096)")
+    # Without this, resume restores in place from the checkpoint podman keeps in the stopped
+    # container (warmctl's fast path) and never reads the archive.
+    inside("podman", "rm", service.name)
+
+    service.systemctl("start", service.unit)
+    assert service.active() == "active"
+    assert "cold: resume exited 5" in service.journal()
+    assert_tracks_the_container(service)
+    assert service.mctool("ready", "1", check=False).returncode == 1  # cold: empty
+
+
+def test_a_snapshot_by_hand_neither_fails_nor_restarts_the_unit(service: Service) -> None:
+    start_filled(service, seed=5)
+    inside("warmctl", "snapshot", "--quiet", "--tcp-established", service.name, service.name)
+    wait_for("the unit to notice its container stopped", lambda: service.active() != "active")
+    assert service.active() == "inactive"
+    assert service.show("Result") == "success"
+    assert service.show("NRestarts") == "0"
+    # The checkpointed container is still there, not replaced by a cold copy.
+    assert inside("podman", "container", "inspect", "-f", "{{.State.Checkpointed}}",
+                  service.name).stdout.strip() == "true"
+    service.systemctl("start", service.unit)
+    assert service.mctool("check", str(COUNT), "5").stdout.startswith(f"{COUNT} of {COUNT}")
+
+
+def test_the_timer_takes_snapshots_and_prune_keeps_the_newest_n(service: Service) -> None:
+    service.keep_last = 2
+    service.configure()
+    start_filled(service, seed=9)
+    dropin = f"/etc/systemd/system/warmctl-snapshot@{service.name}.timer.d"
+    inside("sh", "-c", f"mkdir -p {dropin} && printf '[Timer]\\nOnCalendar=\\nOnCalendar=*:*:0/5"
+                       f"\\nAccuracySec=1s\\n' >{dropin}/often.conf && systemctl daemon-reload")
+    inside("systemctl", "enable", "--now", f"warmctl-snapshot@{service.name}.timer")
+
+    def generation() -> int:
+        refs = service.generations()
+        return int(refs[-1].rsplit("@", 1)[1]) if refs else 0
+
+    wait_for("four scheduled snapshots", lambda: generation() >= 4, timeout=180)
+    inside("systemctl", "disable", "--now", f"warmctl-snapshot@{service.name}.timer")
+    wait_for("the last scheduled run to finish", lambda: inside(
+        "systemctl", "is-active", f"warmctl-snapshot@{service.name}.service",
+        check=False).stdout.strip() != "activating")
+    newest = generation()
+    assert service.generations() == [f"{service.name}@{newest - 1}", f"{service.name}@{newest}"]
+    # --leave-running: the service ran on through every snapshot, with its data.
+    assert service.active() == "active" and service.show("NRestarts") == "0"
+    assert service.mctool("check", str(COUNT), "9").stdout.startswith(f"{COUNT} of {COUNT}")
+    log = inside("journalctl", "-u", f"warmctl-snapshot@{service.name}.service", "--no-pager",
+                 "-o", "cat").stdout
+    assert f"{service.name}@{newest}" in log and "keep-last 2" in log
+
+
+def test_the_service_comes_back_warm_after_the_test_host_restarts(service: Service) -> None:
+    service.systemctl("enable", service.unit)
+    start_filled(service, seed=21)
+    # podman stop sends systemd its shutdown signal: warmctl@.service stops (a snapshot), the
+    # container's systemd halts; podman start boots it, and multi-user.target starts the unit.
+    subprocess.run([str(SCRIPT), "reboot"], check=True, timeout=600)
+    wait_for("the unit to start after boot", lambda: service.active() == "active")
+    assert service.generations() == [f"{service.name}@1"]  # taken at shutdown
+    # The journal is kept across the restart (a volume); the kernel's boot id is the same, so
+    # the order of the lines shows shutdown's snapshot, then boot's resume.
+    journal = service.journal()
+    taken = journal.find(f"snapshot {service.name}@1 taken")
+    assert 0 <= taken < journal.find(f"resumed {service.name} warm"), journal
+    assert_tracks_the_container(service)
+    assert service.mctool("check", str(COUNT), "21").stdout.startswith(f"{COUNT} of {COUNT}")
