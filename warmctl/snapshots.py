@@ -207,7 +207,10 @@ def _checkpoint_into(
         except CheckpointError as err:
             # podman's short id, as `podman ps` shows it: the whole one is 64 characters.
             err.message = err.message.replace(container_id, container_id[:12])
-            raise keep_criu_log(catalogue, err, f"{name}-dump") from err
+            kept = keep_criu_log(catalogue, err, f"{name}-dump")
+            if options.leave_running:
+                _say_if_stopped(podman, container_id, kept)
+            raise kept from err
 
     ours = options.compress == "zstd"
     running: PodmanCall[CheckpointResult] | None = None
@@ -256,6 +259,18 @@ def _checkpoint_into(
             progress.phase("checking the checkpoint")
             _require_complete_checkpoint(export, container_id)
             return result, digest, export.stat().st_size if ours else None, interrupted
+
+
+def _say_if_stopped(podman: Podman, container_id: str, err: CheckpointError) -> None:
+    """A failed --leave-running checkpoint leaves the container running on podman 4.3, but
+    exited on podman 5.4 (measured: CRIU refusing /dev/kvm): the error says which, so that
+    nobody takes a stopped service for a serving one."""
+    with contextlib.suppress(WarmctlError):
+        info = podman.inspect_container(container_id)
+        if info is not None and not info.running:
+            err.message += f"; podman left the container {info.state}, not running"
+            err.hint = (f"start it again: podman start {info.name}" +
+                        (f"; {err.hint}" if err.hint else ""))
 
 
 def _require_complete_checkpoint(path: Path, container_id: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from load import http_keep_alive_load, memcached_load
 from mcclient import wait_for_memcached
-from support import IMAGES, Containers, Warmctl, free_port, podman
+from support import IMAGES, Containers, Warmctl, free_port, podman, podman_major
 from test_core_verbs import assert_all_back, fill, start_memcached
 from test_warm import state_server_classes  # noqa: F401 - the fixture, shared
 
@@ -64,6 +64,7 @@ def test_a_stopping_snapshot_of_a_cache_with_clients_resumes_in_place(
     --tcp-established the very container keeps them."""
     name, port = start_memcached(containers)
     items = fill(port, 16, seed=14)
+    reset_on_podman_5 = False
     for options in ([], ["--tcp-established"]):
         with memcached_load(port, persistent=2, churn=False, max_seconds=120) as load:
             load.wait_for_requests(20)
@@ -77,7 +78,10 @@ def test_a_stopping_snapshot_of_a_cache_with_clients_resumes_in_place(
         if options:
             print(f"\nclients through a stopping snapshot and resume in place: "
                   f"{report.summary()}")
-            assert report.errors == [], report.errors
+            if report.errors and podman_major() >= 5:
+                reset_on_podman_5 = True  # the rest is checked all the same
+            else:
+                assert report.errors == [], report.errors
         assert result.stdout.strip() == name
         assert "restoring in place" in result.stderr, result.stderr
         assert_all_back(port, items)
@@ -85,6 +89,9 @@ def test_a_stopping_snapshot_of_a_cache_with_clients_resumes_in_place(
             fresh.wait_for_requests(50)
             report = fresh.stop()
         assert report.errors == [], report.errors
+    if reset_on_podman_5:
+        pytest.xfail("podman 5.4 resets the waiting clients' connections on a restore in place "
+                     "with --tcp-established (podman 4.3 keeps them): open, docs/testhosts.md")
 
 
 def test_the_strict_option_refuses_a_container_with_connections(
@@ -162,7 +169,12 @@ def test_a_process_holding_dev_kvm_fails_naming_the_device(
     assert "CRIU: Can't dump file 3 of that type [20600] (chr 10:232)" in line
     assert "/dev/kvm (chr 10:232)" in line and "rlimit" not in line
     assert "--image-path" not in line and "log: " in line
-    assert containers.state(name) == "running"
+    state = containers.state(name)
+    if state == "running":  # podman 4.3: a failed --leave-running checkpoint leaves it serving
+        assert "podman left the container" not in line
+    else:  # podman 5.4 leaves it exited: warmctl must say so, with the way back
+        assert f"podman left the container {state}, not running" in line, line
+        assert "podman start" in line
 
 
 def test_a_container_of_another_user(warmctl: Warmctl, containers: Containers) -> None:

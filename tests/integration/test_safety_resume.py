@@ -178,10 +178,16 @@ def test_warm_whose_snapshot_fails_keeps_the_warm_container_running(
         check=False,
     )
     assert result.returncode == 7, result.stderr
+    assert warmctl("list", "--json").json() == []
+    state = containers.state(container)
+    if state != "running":
+        # podman 5.4 leaves a container whose --leave-running checkpoint failed exited (4.3
+        # leaves it running): warm does not remove it, and says what podman did.
+        assert f"podman left the container {state}, not running" in result.stderr
+        assert "still running" not in result.stderr
+        return
     assert f"the warm container {container} is still running" in result.stderr
     assert f"retry: warmctl snapshot {container} undumpable" in result.stderr
-    assert containers.state(container) == "running"
-    assert warmctl("list", "--json").json() == []
 
 
 # --- Ctrl-C twice, and the time limit ----------------------------------------------------------
