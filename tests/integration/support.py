@@ -93,12 +93,6 @@ class Containers:
         return result.stdout.strip() if result.returncode == 0 else None
 
 
-def podman_major() -> int:
-    """podman's major version (4 on Debian 12, 5 on the Debian 13 test host)."""
-    version = podman("version", "--format", "{{.Client.Version}}").stdout.strip()
-    return int(version.split(".")[0])
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
