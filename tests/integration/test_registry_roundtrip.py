@@ -5,8 +5,10 @@ back; a corrupt blob refused; a registry that is down."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -53,22 +55,31 @@ class Registry:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[Registry]:
-    if not os.access(REGISTRY_BINARY, os.X_OK):
-        message = f"{REGISTRY_BINARY} is missing (scripts/provision-host installs docker-registry)"
-        if os.environ.get("WARMCTL_REQUIRE_PODMAN") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
     port = free_port()
     storage = tmp_path / "registry-storage"
     config = tmp_path / "registry.yml"
     config.write_text(_CONFIG.format(storage=storage, port=port))
     log_path = tmp_path / "registry.log"
+    with serving_registry(config, f"http://127.0.0.1:{port}/v2/", log_path):
+        yield Registry(f"127.0.0.1:{port}", storage, log_path)
+
+
+@contextlib.contextmanager
+def serving_registry(config: Path, ping_url: str, log_path: Path,
+                     context: ssl.SSLContext | None = None) -> Iterator[None]:
+    """Debian's docker-registry serving ``config`` while the context is open: started, waited
+    for until ``ping_url`` answers 200 (a readiness check, not a sleep), then stopped."""
+    if not os.access(REGISTRY_BINARY, os.X_OK):
+        message = f"{REGISTRY_BINARY} is missing (scripts/provision-host installs docker-registry)"
+        if os.environ.get("WARMCTL_REQUIRE_PODMAN") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
     with log_path.open("wb") as log:
         proc = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        _wait_until_serving(port, proc, log_path)
-        yield Registry(f"127.0.0.1:{port}", storage, log_path)
+        _wait_until_serving(ping_url, context, proc, log_path)
+        yield
     finally:
         proc.terminate()
         try:
@@ -78,19 +89,20 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
             proc.wait()
 
 
-def _wait_until_serving(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_until_serving(url: str, context: ssl.SSLContext | None,
+                        proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"docker-registry exited {proc.returncode}: "
                                  f"{log.read_text(errors='replace')}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as resp:
+            with urllib.request.urlopen(url, timeout=1, context=context) as resp:
                 if resp.status == 200:
                     return
         except OSError:
             time.sleep(0.1)
-    raise AssertionError(f"docker-registry did not answer on port {port}: "
+    raise AssertionError(f"docker-registry did not answer at {url}: "
                          f"{log.read_text(errors='replace')}")
 
 

@@ -8,12 +8,9 @@ the same scope refused (exit 5)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import ssl
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +18,7 @@ from pathlib import Path
 import pytest
 from support import Containers, Warmctl, free_port
 from test_core_verbs import start_looper
-from test_registry_roundtrip import REGISTRY_BINARY
+from test_registry_roundtrip import serving_registry
 
 pytestmark = pytest.mark.podman
 
@@ -72,48 +69,14 @@ class TlsRegistry:
 
 @pytest.fixture
 def tls_registry(tmp_path: Path) -> Iterator[TlsRegistry]:
-    if not os.access(REGISTRY_BINARY, os.X_OK):
-        message = f"{REGISTRY_BINARY} is missing (scripts/provision-host installs it)"
-        if os.environ.get("WARMCTL_REQUIRE_PODMAN") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
     ca, cert, key = make_ca(tmp_path / "ca")
     port = free_port()
     config = tmp_path / "registry.yml"
     config.write_text(_CONFIG.format(storage=tmp_path / "storage", port=port, cert=cert,
                                      key=key))
-    log_path = tmp_path / "registry.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        _wait_until_serving(port, ca, proc, log_path)
+    with serving_registry(config, f"https://127.0.0.1:{port}/v2/", tmp_path / "registry.log",
+                          ssl.create_default_context(cafile=str(ca))):
         yield TlsRegistry(f"127.0.0.1:{port}", ca)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_until_serving(port: int, ca: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
-    context = ssl.create_default_context(cafile=str(ca))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"docker-registry exited {proc.returncode}: "
-                                 f"{log.read_text(errors='replace')}")
-        try:
-            with urllib.request.urlopen(f"https://127.0.0.1:{port}/v2/", timeout=1,
-                                        context=context) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"docker-registry did not answer on port {port}: "
-                         f"{log.read_text(errors='replace')}")
 
 
 def test_private_ca_in_certs_d_then_signed_push_and_policy_on_pull(
