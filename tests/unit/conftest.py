@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fake_registry import FakeRegistry
 from fakes import FakePodman
 
 from warmctl import claim, container_lock, criu_config, host
@@ -50,3 +52,10 @@ def private_name_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "run-warmctl-names"
     monkeypatch.setattr(claim, "LOCK_DIRECTORY", directory)
     return directory
+
+
+@pytest.fixture
+def registry() -> Iterator[FakeRegistry]:
+    """The in-process fake OCI registry (fake_registry.py), serving while the test runs."""
+    with FakeRegistry() as reg:
+        yield reg

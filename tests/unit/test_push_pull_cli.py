@@ -4,7 +4,6 @@ codes, one-line errors and the --json shapes."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,6 @@ from warmctl.output import Progress
 from warmctl.snapshots import SnapshotOptions, take_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
-
-
-@pytest.fixture
-def registry() -> Iterator[FakeRegistry]:
-    with FakeRegistry() as reg:
-        yield reg
 
 
 @pytest.fixture

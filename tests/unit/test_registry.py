@@ -9,7 +9,6 @@ import io
 import json
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -175,12 +174,6 @@ def test_parse_basic_and_odd_challenges() -> None:
 
 
 # --- the HTTP flow ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def registry() -> Iterator[FakeRegistry]:
-    with FakeRegistry() as reg:
-        yield reg
 
 
 def client_for(reg: FakeRegistry, repo: str = "warm/mc", *, push: bool = True,

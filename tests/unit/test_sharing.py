@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,6 @@ from warmctl.snapshots import SnapshotOptions, take_snapshot
 pytestmark = pytest.mark.usefixtures("usable_criu")
 
 OPTIONS = RegistryOptions(tls_verify=False, chunk_size=8 * 1024)
-
-
-@pytest.fixture
-def registry() -> Iterator[FakeRegistry]:
-    with FakeRegistry() as reg:
-        yield reg
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,12 +34,6 @@ def make_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
     private.write_bytes(openssl("pkcs8", "-topk8", "-nocrypt", stdin=raw))
     public.write_bytes(openssl("ec", "-pubout", "-in", str(private)))
     return private, public
-
-
-@pytest.fixture
-def registry() -> Iterator[FakeRegistry]:
-    with FakeRegistry() as reg:
-        yield reg
 
 
 @pytest.fixture
