@@ -47,6 +47,10 @@ def cert_dir_for(netloc: str, *, cert_dir: Path | None = None,
 def tls_context(directory: Path | None, *, verify: bool) -> ssl.SSLContext:
     """A client context: the system's CAs plus the directory's, its client certificate."""
     context = ssl.create_default_context()
+    # Python 3.13 made the default context strict (RFC 5280): a CA certificate without a
+    # keyUsage extension, as `openssl req -x509` makes one, is refused. podman (Go) accepts such
+    # a CA from the same certs.d, and the trust a host configures once must hold for both.
+    context.verify_flags &= ~ssl.VERIFY_X509_STRICT
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

@@ -102,6 +102,12 @@ def test_a_private_ca_in_certs_d_is_trusted(ca: CertAuthority, tmp_path: Path) -
         assert {scheme for scheme, _, _ in registry.seen} == {"https"}
 
 
+def test_a_ca_without_key_usage_is_trusted_as_podman_trusts_it() -> None:
+    """openssl req -x509 makes a CA without keyUsage: Python >= 3.13's default context refuses
+    it (VERIFY_X509_STRICT), podman does not; warmctl must not either."""
+    assert not transport.tls_context(None, verify=True).verify_flags & ssl.VERIFY_X509_STRICT
+
+
 def test_cert_dir_and_client_certificates(ca: CertAuthority, tmp_path: Path) -> None:
     with FakeRegistry(tls=server_context(ca, client_certs=True),
                       blobs={DIGEST: BLOB}) as registry:
