@@ -262,9 +262,11 @@ def _checkpoint_into(
 
 
 def _say_if_stopped(podman: Podman, container_id: str, err: CheckpointError) -> None:
-    """A failed --leave-running checkpoint leaves the container running on podman 4.3, but
-    exited on podman 5.4 (measured: CRIU refusing /dev/kvm): the error says which, so that
-    nobody takes a stopped service for a serving one."""
+    """A failed --leave-running checkpoint leaves the container running, but a process may
+    have ended meanwhile: CRIU interrupted every process's system call, and one that does not
+    restart it can end (measured: trixie's busybox ``sleep`` exited 0 at once after CRIU gave up
+    on /dev/kvm, the container with it). The error says so, so that nobody takes a stopped
+    service for a serving one."""
     with contextlib.suppress(WarmctlError):
         info = podman.inspect_container(container_id)
         if info is not None and not info.running:

@@ -145,13 +145,15 @@ def _wait_for_http(port: int, timeout: float = 60.0) -> None:
             time.sleep(0.1)
 
 
-@pytest.mark.skipif(not Path("/dev/kvm").exists(), reason="this host has no /dev/kvm")
 def test_a_process_holding_dev_kvm_fails_naming_the_device(
     warmctl: Warmctl, containers: Containers
 ) -> None:
+    if not Path("/dev/kvm").exists():
+        pytest.fail("this test needs /dev/kvm: a device CRIU cannot checkpoint")
     name = containers.name("kvm")
+    # A loop, not one long sleep: after CRIU's failed dump trixie's busybox sleep exits.
     podman("run", "--detach", "--name", name, "--device", "/dev/kvm", IMAGES["busybox"],
-           "sh", "-c", "exec 3</dev/kvm; echo open; exec sleep 600")
+           "sh", "-c", "exec 3</dev/kvm; echo open; while :; do sleep 1; done")
     _wait_for_log(name, "open")
     result = warmctl("snapshot", name, "kvm", "--leave-running", check=False)
     assert result.returncode == 7, result.stderr
@@ -160,12 +162,8 @@ def test_a_process_holding_dev_kvm_fails_naming_the_device(
     assert "CRIU: Can't dump file 3 of that type [20600] (chr 10:232)" in line
     assert "/dev/kvm (chr 10:232)" in line and "rlimit" not in line
     assert "--image-path" not in line and "log: " in line
-    state = containers.state(name)
-    if state == "running":  # podman 4.3: a failed --leave-running checkpoint leaves it serving
-        assert "podman left the container" not in line
-    else:  # podman 5.4 leaves it exited: warmctl must say so, with the way back
-        assert f"podman left the container {state}, not running" in line, line
-        assert "podman start" in line
+    assert containers.state(name) == "running"  # a failed --leave-running dump leaves it be
+    assert "podman left the container" not in line
 
 
 def test_a_container_of_another_user(warmctl: Warmctl, containers: Containers) -> None:

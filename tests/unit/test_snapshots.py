@@ -128,6 +128,37 @@ def test_failed_checkpoint_records_nothing(catalogue: Catalogue, fake_podman: Fa
     assert list(catalogue.archives_dir.iterdir()) == []
 
 
+
+class DyingOnFailurePodman(FakePodman):
+    """A failed --leave-running checkpoint after which the container is found exited: CRIU
+    interrupted each process's system call, and one that does not restart it ends (trixie's
+    busybox sleep, measured: exit 0 right after CRIU gave up on /dev/kvm)."""
+
+    def checkpoint(self, container: str, export_to: Path, **options: Any) -> CheckpointResult:
+        info = self.inspect_container(container)
+        assert info is not None
+        self.containers[info.name] = dataclasses.replace(info, state="exited")
+        raise CheckpointError("criu failed", stderr="Error: criu failed: type NOTIFY errno 0")
+
+
+def test_a_failed_leave_running_checkpoint_says_when_the_container_is_left_exited(
+    catalogue: Catalogue, fake_podman: FakePodman
+) -> None:
+    fake_podman.add("mc")
+    fake_podman.fail_checkpoint = "Error: criu failed: type NOTIFY errno 0"
+    with pytest.raises(CheckpointError) as kept:
+        snap(catalogue, fake_podman, leave_running=True)
+    assert "podman left" not in kept.value.message  # it still runs: nothing to add
+
+    dying = DyingOnFailurePodman()
+    dying.add("mc")
+    with pytest.raises(CheckpointError) as stopped:
+        snap(catalogue, dying, leave_running=True)
+    assert "podman left the container exited, not running" in stopped.value.message
+    assert stopped.value.hint is not None and "podman start mc" in stopped.value.hint
+    assert catalogue.list_snapshots() == []
+
+
 CRUN_WITH_CRIU = HostVersions("5.4.2", "crun", "crun version 1.21", "6.18.0", "testhost",
                               runtime_details="crun version 1.21\n+SYSTEMD +CAP +CRIU +YAJL")
 
