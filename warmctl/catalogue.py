@@ -253,7 +253,7 @@ class Catalogue:
     # --- opening ------------------------------------------------------------------------------
 
     def open(self) -> Catalogue:
-        entries = self._check_home()
+        entries = self.check_home()
         try:
             _secure_mkdir(self.home)
         except OSError as exc:
@@ -304,7 +304,7 @@ class Catalogue:
         self.swept_on_open = self.sweep_temporary_files()
         return self
 
-    def _check_home(self) -> set[str]:
+    def check_home(self) -> set[str]:
         """What HOME holds, after refusing (exit 2) a HOME that is not warmctl's to fill and
         sweep: the root directory, a file, or a directory holding other things and no
         catalogue.db. A missing or empty directory becomes a new catalogue."""

@@ -97,6 +97,7 @@ class CatalogueFacts:
     free_bytes: int = 0
     largest_snapshot: int = 0
     error: str = ""  # why it could not be inspected
+    refused: str = ""  # why every command would refuse it (not a catalogue: exit 2)
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,12 @@ def gather_catalogue_facts(home: Path, mountinfo: str) -> CatalogueFacts:
         if existing != home:
             return CatalogueFacts(home, fs_type=fs_type, free_bytes=vfs.f_bavail * vfs.f_frsize)
         st = home.stat()
+        try:
+            Catalogue(home).check_home()
+        except WarmctlError as refused:
+            return CatalogueFacts(home, exists=True, uid=st.st_uid, fs_type=fs_type,
+                                  free_bytes=vfs.f_bavail * vfs.f_frsize,
+                                  refused=refused.message)
         return CatalogueFacts(
             home,
             exists=True,
@@ -515,6 +522,9 @@ def check_catalogue(facts: HostFacts) -> Check:
     if cat.error:
         return Check("catalogue", FAIL, f"{cat.path}: {cat.error}",
                      "choose a catalogue you can read and write with --home or WARMCTL_HOME")
+    if cat.refused:
+        return Check("catalogue", FAIL, cat.refused,
+                     "point --home or WARMCTL_HOME at warmctl's own directory")
     where = f"{cat.path} ({cat.fs_type or 'unknown filesystem'}, {format_size(cat.free_bytes)} free"
     if cat.largest_snapshot:
         where += f", largest snapshot {format_size(cat.largest_snapshot)}"

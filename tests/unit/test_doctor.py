@@ -458,7 +458,19 @@ def test_catalogue_facts_of_an_existing_catalogue(catalogue: Catalogue) -> None:
     os.chmod(catalogue.home, 0o755)
     cat = doctor.gather_catalogue_facts(catalogue.home, MOUNTINFO)
     assert cat.exists and cat.uid == os.geteuid() and cat.mode == 0o755
-    assert cat.largest_snapshot == 3000
+    assert cat.largest_snapshot == 3000 and not cat.refused
+
+
+def test_a_directory_that_is_not_a_catalogue_fails_the_catalogue_check(tmp_path: Path) -> None:
+    """Every command refuses such a --home (exit 2, nothing swept): doctor says so too."""
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp" / "important.txt").write_text("keep me")
+    cat = doctor.gather_catalogue_facts(tmp_path, MOUNTINFO)
+    assert "is not a warmctl catalogue" in cat.refused
+    check = doctor.check_catalogue(facts(catalogue=cat))
+    assert check.status == doctor.FAIL and "not a warmctl catalogue" in check.detail
+    assert (tmp_path / "tmp" / "important.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]  # doctor created nothing
 
 
 # --- checks ---------------------------------------------------------------------------------
