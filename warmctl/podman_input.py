@@ -113,3 +113,24 @@ def _port(text: str, what: str) -> int:
     if not 1 <= number <= 65535:
         raise ValueError(f"{what} {number} is not from 1 to 65535")
     return number
+
+
+# podman run options that warm sets itself, or that would undo what it relies on: its own
+# name (--container), a detached container that outlives the snapshot, and never --replace,
+# which would remove a container warmctl did not create.
+_WARM_OWNS = {
+    "--name": "give the container's name with --container",
+    "--replace": "warm never removes a container it did not create: remove it yourself",
+    "--rm": "warm's container must outlive its snapshot",
+    "-d": "warm always runs the container detached",
+    "--detach": "warm always runs the container detached",
+}
+
+
+def validate_podman_run_arg(arg: str) -> str:
+    """An argument of ``warm --podman-arg``: refused (exit 2) when it is an option warm sets
+    itself or one that undoes what warm relies on; anything else goes to podman run as is."""
+    option = arg.split("=", 1)[0]
+    if option in _WARM_OWNS:
+        raise UsageError(f"--podman-arg {arg!r} is not allowed: {_WARM_OWNS[option]}")
+    return arg

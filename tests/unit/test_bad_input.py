@@ -135,6 +135,17 @@ def test_malformed_names_ports_and_publish_specs_are_usage_errors_before_anythin
     assert result.stderr.startswith("warmctl: error: invalid ")
 
 
+@pytest.mark.parametrize("arg", ["--name=other", "--name", "--replace", "--rm", "-d",
+                                 "--detach=true"])
+def test_warm_refuses_podman_args_it_sets_itself_or_that_remove_containers(
+        home: Path, arg: str) -> None:
+    result = warmctl(home, "warm", "img", "x", f"--podman-arg={arg}",
+                     env={"WARMCTL_PODMAN": "/nonexistent/podman"})
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert result.stderr.startswith(f"warmctl: error: --podman-arg {arg!r} is not allowed: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_an_empty_publish_is_refused_although_podman_ignores_it() -> None:
     # `-p "$PORT"` with PORT unset: podman publishes nothing, which is not what was asked.
     from warmctl.errors import UsageError

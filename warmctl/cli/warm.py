@@ -114,7 +114,12 @@ def command(
     quiet: QuietOption = False,
 ) -> None:
     """Run IMAGE, warm it up, wait until it is ready, and snapshot it as NAME."""
-    from warmctl.podman_input import validate_container_name, validate_port, validate_publish
+    from warmctl.podman_input import (
+        validate_container_name,
+        validate_podman_run_arg,
+        validate_port,
+        validate_publish,
+    )
     from warmctl.refs import validate_name
     from warmctl.snapshots import SnapshotOptions, parse_labels
     from warmctl.units import parse_duration
@@ -125,6 +130,8 @@ def command(
         validate_container_name(container, option="--container")
     for spec in publish or ():
         validate_publish(spec)
+    for arg in podman_arg or ():
+        validate_podman_run_arg(arg)
     if ready_tcp is not None:
         validate_port(ready_tcp, what="--ready-tcp port")
     plan = WarmPlan(
