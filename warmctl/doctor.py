@@ -497,11 +497,17 @@ def check_criu_config(facts: HostFacts) -> Check | None:
             "auto-dedup")
     host_file = (f"; {criu_config.RUNC_DEFAULT} is read as well"
                  if facts.runc_criu_config else "")
-    if facts.podman.runtime != "runc":
+    runtime = facts.podman.runtime
+    if runtime == "crun":
+        # crun loads libcriu, and libcriu runs the first criu on PATH as its service: the
+        # wrapper's options reached CRIU under crun 1.21 (the Debian 13 test host: clones of
+        # snapshots holding connections, which need tcp-close, restored).
+        return Check("criu-config", OK, f"{what}: {criu_config.HOW} (crun's libcriu runs it)")
+    if runtime != "runc":
         return Check("criu-config", WARN,
-                     f"{what}, through the criu that runc runs: with {facts.podman.runtime} "
-                     "they may not reach CRIU, and snapshots of serving containers can fail",
-                     USE_RUNC)
+                     f"{what}, through the criu that runc or crun's libcriu runs: with "
+                     f"{runtime} they may not reach CRIU, and snapshots of serving containers "
+                     "can fail", USE_RUNC)
     return Check("criu-config", OK, f"{what}: {criu_config.HOW}{host_file}")
 
 

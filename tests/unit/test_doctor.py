@@ -526,7 +526,10 @@ def test_criu_config_says_how_the_connection_options_reach_criu() -> None:
     assert kept is not None and kept.status == OK
     assert f"{criu_config.RUNC_DEFAULT} is read as well" in kept.detail
     crun = doctor.check_criu_config(facts(podman=CRUN_VERSIONS))
-    assert crun is not None and crun.status == WARN and "may not reach CRIU" in crun.detail
+    assert crun is not None and crun.status == OK and "crun's libcriu runs it" in crun.detail
+    kata = doctor.check_criu_config(facts(podman=replace(RUNC_VERSIONS,
+                                                          runtime="kata-runtime")))
+    assert kata is not None and kata.status == WARN and "may not reach CRIU" in kata.detail
     assert doctor.check_criu_config(facts(podman=None)) is None
 
 
