@@ -21,9 +21,10 @@ The identity is the reference pushed to, tag included, as podman writes it: cont
 default ``matchRepoDigestOrExact`` refuses an identity without a tag (cosign's own), which
 ``matchRepository`` accepts.
 
-Keys are PEM: PKCS#8 or SEC1 EC P-256 private keys, PKCS#8 encrypted with a passphrase, and
-SubjectPublicKeyInfo public keys. ``cryptography`` is imported only by the functions that sign
-or verify: ``warmctl --help`` and completion never load it.
+Keys are PEM: PKCS#8 or SEC1 EC P-256 private keys, PKCS#8 encrypted with a passphrase,
+cosign's own encrypted private keys (``cosign generate-key-pair``: scrypt and NaCl secretbox,
+secretbox.py), and SubjectPublicKeyInfo public keys. ``cryptography`` is imported only by the
+functions that sign or verify: ``warmctl --help`` and completion never load it.
 """
 
 from __future__ import annotations
@@ -200,14 +201,10 @@ def load_private_key(path: Path, passphrase_file: Path | None = None) \
         -> EllipticCurvePrivateKey:
     """An EC P-256 private key from a PEM file; UsageError (exit 2) with one line otherwise."""
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
 
     data = _read(path, "signing key")
-    if re.search(rb"-----BEGIN ENCRYPTED (?:SIGSTORE|COSIGN) PRIVATE KEY-----", data):
-        # scrypt and NaCl secretbox: cryptography has no XSalsa20, and a second crypto
-        # library for one key format is not worth it.
-        raise UsageError(f"signing key {path} is in cosign's own encrypted format, which "
-                         "warmctl does not read: give a PEM key (PKCS#8, encrypted or not)")
+    if _COSIGN_PEM.search(data):
+        return _check_p256(path, _load_cosign_key(path, data, passphrase_file))
     passphrase = None
     if passphrase_file is not None:
         # Without the line end, as podman reads --sign-passphrase-file.
@@ -231,9 +228,69 @@ def load_private_key(path: Path, passphrase_file: Path | None = None) \
                          "-nocrypt)") from exc
     except Exception as exc:  # cryptography raises its own types for odd encodings
         raise UsageError(f"signing key {path} cannot be read: {exc}") from exc
+    return _check_p256(path, key)
+
+
+def _check_p256(path: Path, key: object) -> EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise UsageError(f"signing key {path} is not an EC P-256 (prime256v1) key")
     return key
+
+
+# cosign generate-key-pair's private key: PEM around JSON (go-securesystemslib's "encrypted"
+# format): {"kdf": {"name": "scrypt", "params": {"N", "r", "p"}, "salt"}, "cipher": {"name":
+# "nacl/secretbox", "nonce"}, "ciphertext"}, byte strings in base64; the plaintext is the key's
+# PKCS#8 DER. Older cosign wrote "COSIGN" in the PEM type, newer "SIGSTORE".
+_COSIGN_PEM = re.compile(
+    rb"-----BEGIN ENCRYPTED (SIGSTORE|COSIGN) PRIVATE KEY-----\s*(.*?)\s*"
+    rb"-----END ENCRYPTED \1 PRIVATE KEY-----", re.DOTALL)
+# The scrypt parameters cosign's library accepts (legacy, standard, OWASP): anything else is
+# refused there, and here, rather than let a crafted file ask for gigabytes of memory.
+_COSIGN_SCRYPT = {(32768, 8, 1), (65536, 8, 1), (131072, 8, 1)}
+
+
+def _load_cosign_key(path: Path, data: bytes, passphrase_file: Path | None) -> object:
+    from cryptography.hazmat.primitives import serialization
+
+    from warmctl import secretbox
+
+    if passphrase_file is None:
+        raise UsageError(f"signing key {path} is encrypted (cosign's format): give its "
+                         "passphrase with --sign-passphrase-file")
+    passphrase = _read(passphrase_file, "passphrase file").rstrip(b"\r\n")
+    match = _COSIGN_PEM.search(data)
+    assert match is not None
+    damaged = f"signing key {path} is not a cosign private key that can be read"
+    try:
+        sealed = json.loads(base64.b64decode(match.group(2), validate=False))
+        kdf, cipher = sealed["kdf"], sealed["cipher"]
+        params = (int(kdf["params"]["N"]), int(kdf["params"]["r"]), int(kdf["params"]["p"]))
+        salt = base64.b64decode(kdf["salt"], validate=True)
+        nonce = base64.b64decode(cipher["nonce"], validate=True)
+        box = base64.b64decode(sealed["ciphertext"], validate=True)
+        names = (kdf["name"], cipher["name"])
+    except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+        raise UsageError(damaged) from exc
+    if names != ("scrypt", "nacl/secretbox"):
+        raise UsageError(f"{damaged}: it is sealed with {names[0]} and {names[1]}, not scrypt "
+                         "and nacl/secretbox")
+    if params not in _COSIGN_SCRYPT:
+        raise UsageError(f"{damaged}: scrypt parameters N={params[0]} r={params[1]} "
+                         f"p={params[2]} are not cosign's")
+    n, r, p = params
+    key = hashlib.scrypt(passphrase, salt=salt, n=n, r=r, p=p, dklen=secretbox.KEY_SIZE,
+                         maxmem=2 * 128 * r * n)  # scrypt's own need is 128 * r * N bytes
+    try:
+        der = secretbox.open_box(box, nonce, key)
+    except secretbox.OpenError as exc:
+        raise UsageError(f"signing key {path}: wrong passphrase in {passphrase_file}"
+                         ) from exc
+    try:
+        return serialization.load_der_private_key(der, password=None)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(damaged) from exc
 
 
 def load_public_keys(data: bytes, source: str) -> list[PublicKey]:

@@ -112,8 +112,9 @@ def test_keys_of_the_wrong_kind(tmp_path: Path) -> None:
     (tmp_path / "cosign.key").write_text("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n"
                                          "eyJrZGYiOnt9fQ==\n"
                                          "-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n")
-    with pytest.raises(UsageError, match="cosign's own encrypted format"):
-        cosign.load_private_key(tmp_path / "cosign.key")
+    (tmp_path / "pass").write_text("x\n")
+    with pytest.raises(UsageError, match="not a cosign private key that can be read"):
+        cosign.load_private_key(tmp_path / "cosign.key", tmp_path / "pass")
     with pytest.raises(UsageError, match="does not exist"):
         cosign.load_private_key(tmp_path / "missing")
     with pytest.raises(WarmctlError, match="no PEM public key"):
@@ -152,3 +153,64 @@ def test_encrypted_keys_and_passphrases(tmp_path: Path) -> None:
     for key, passphrase, message in cases:
         with pytest.raises(UsageError, match=message):
             cosign.load_private_key(key, passphrase)
+
+
+# --- cosign's own encrypted private keys ------------------------------------------------------
+
+def cosign_key_file(path: Path, der: bytes, passphrase: bytes, *, pem_type: str = "SIGSTORE",
+                    params: tuple[int, int, int] = (65536, 8, 1)) -> None:
+    """A private key as cosign generate-key-pair writes it (go-securesystemslib's encrypted
+    format), sealed by libsodium through PyNaCl: the reference implementation of secretbox,
+    not warmctl's own."""
+    import hashlib
+    import os
+
+    import nacl.secret
+
+    salt, nonce = os.urandom(32), os.urandom(24)
+    n, r, p = params
+    key = hashlib.scrypt(passphrase, salt=salt, n=n, r=r, p=p, dklen=32, maxmem=2**28)
+    box = nacl.secret.SecretBox(key).encrypt(der, nonce).ciphertext
+    b64 = base64.b64encode
+    sealed = {"kdf": {"name": "scrypt", "params": {"N": n, "r": r, "p": p},
+                      "salt": b64(salt).decode()},
+              "cipher": {"name": "nacl/secretbox", "nonce": b64(nonce).decode()},
+              "ciphertext": b64(box).decode()}
+    body = base64.encodebytes(json.dumps(sealed).encode()).decode()
+    path.write_text(f"-----BEGIN ENCRYPTED {pem_type} PRIVATE KEY-----\n{body}"
+                    f"-----END ENCRYPTED {pem_type} PRIVATE KEY-----\n")
+
+
+@pytest.mark.parametrize("pem_type", ["SIGSTORE", "COSIGN"])
+def test_a_key_in_cosigns_own_encrypted_format_signs(tmp_path: Path, pem_type: str) -> None:
+    pem = openssl("ecparam", "-name", "prime256v1", "-genkey")
+    der = openssl("pkcs8", "-topk8", "-nocrypt", "-outform", "DER", stdin=pem)
+    public = openssl("ec", "-pubout", stdin=pem)
+    key_file, passphrase = tmp_path / "cosign.key", tmp_path / "pass"
+    cosign_key_file(key_file, der, b"s3cret", pem_type=pem_type)
+    passphrase.write_text("s3cret\n")  # the line end is not part of it, as for podman
+    key = cosign.load_private_key(key_file, passphrase)
+    payload = cosign.payload_for("r.io/warm/mc:v1", DIGEST)
+    signature = cosign.sign(key, payload)
+    # openssl, with the public key openssl wrote, accepts what the decrypted key signed.
+    (tmp_path / "pub.pem").write_bytes(public)
+    (tmp_path / "payload").write_bytes(payload)
+    (tmp_path / "sig").write_bytes(base64.b64decode(signature))
+    openssl("dgst", "-sha256", "-verify", str(tmp_path / "pub.pem"), "-signature",
+            str(tmp_path / "sig"), str(tmp_path / "payload"))
+
+    passphrase.write_text("wrong\n")
+    with pytest.raises(UsageError, match="wrong passphrase"):
+        cosign.load_private_key(key_file, passphrase)
+    with pytest.raises(UsageError, match="give its passphrase with --sign-passphrase-file"):
+        cosign.load_private_key(key_file)
+
+
+def test_a_cosign_key_with_parameters_cosign_would_refuse_is_refused(tmp_path: Path) -> None:
+    """scrypt's memory is 128 * r * N bytes: a crafted file must not make warmctl take
+    gigabytes; cosign itself accepts only its three parameter sets."""
+    key_file, passphrase = tmp_path / "cosign.key", tmp_path / "pass"
+    passphrase.write_text("p")
+    cosign_key_file(key_file, b"not used", b"p", params=(1024, 8, 1))
+    with pytest.raises(UsageError, match="N=1024 r=8 p=1 are not cosign's"):
+        cosign.load_private_key(key_file, passphrase)
