@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from warmctl.podman import podman_environment
 
 IMAGES = {
@@ -98,3 +100,9 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def require_dev_kvm() -> None:
+    """Tests of a device CRIU cannot checkpoint use /dev/kvm: fail (never skip) without it."""
+    if not Path("/dev/kvm").exists():
+        pytest.fail("this test needs /dev/kvm: a device CRIU cannot checkpoint")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from load import http_keep_alive_load, memcached_load
 from mcclient import wait_for_memcached
-from support import IMAGES, Containers, Warmctl, free_port, podman
+from support import IMAGES, Containers, Warmctl, free_port, podman, require_dev_kvm
 from test_core_verbs import assert_all_back, fill, start_memcached
 from test_warm import state_server_classes  # noqa: F401 - the fixture, shared
 
@@ -148,8 +148,7 @@ def _wait_for_http(port: int, timeout: float = 60.0) -> None:
 def test_a_process_holding_dev_kvm_fails_naming_the_device(
     warmctl: Warmctl, containers: Containers
 ) -> None:
-    if not Path("/dev/kvm").exists():
-        pytest.fail("this test needs /dev/kvm: a device CRIU cannot checkpoint")
+    require_dev_kvm()
     name = containers.name("kvm")
     # A loop, not one long sleep: after CRIU's failed dump trixie's busybox sleep exits.
     podman("run", "--detach", "--name", name, "--device", "/dev/kvm", IMAGES["busybox"],

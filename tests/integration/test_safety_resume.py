@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from mcclient import MemcacheClient, iter_missing_or_different, random_items, wait_for_memcached
-from support import IMAGES, Containers, Warmctl, free_port, podman
+from support import IMAGES, Containers, Warmctl, free_port, podman, require_dev_kvm
 
 pytestmark = pytest.mark.podman
 
@@ -167,8 +167,7 @@ def test_warm_whose_snapshot_fails_keeps_the_warm_container_running(
     warmctl: Warmctl, containers: Containers
 ) -> None:
     """Ready once it holds /dev/kvm open, which CRIU cannot dump: only the snapshot fails."""
-    if not Path("/dev/kvm").exists():
-        pytest.fail("this test needs /dev/kvm: a device CRIU cannot checkpoint")
+    require_dev_kvm()
     container = containers.name("kvm")
     result = warmctl(
         "warm", IMAGES["busybox"], "undumpable", "--container", container,

@@ -1,5 +1,6 @@
-"""A test certificate authority made with openssl, as a registry's operator would make one:
-a CA, a server certificate for 127.0.0.1 and a client certificate it signed."""
+"""Keys and certificates made with openssl, as an operator would make them: a signing key pair,
+and a test certificate authority (a CA, a server certificate for 127.0.0.1 and a client
+certificate it signed)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,19 @@ class CertAuthority:
     client_key: Path
 
 
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+def openssl(*args: str | Path, stdin: bytes | None = None) -> bytes:
+    return subprocess.run(["openssl", *map(str, args)], input=stdin, capture_output=True,
+                          check=True).stdout
+
+
+def make_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
+    """`openssl ecparam -name prime256v1 -genkey | openssl pkcs8 -topk8 -nocrypt`, and its
+    public key."""
+    private, public = directory / f"{name}.key", directory / f"{name}.pub"
+    raw = openssl("ecparam", "-name", "prime256v1", "-genkey")
+    private.write_bytes(openssl("pkcs8", "-topk8", "-nocrypt", stdin=raw))
+    public.write_bytes(openssl("ec", "-pubout", "-in", private))
+    return private, public
 
 
 def _issue(directory: Path, name: str, subject: str, extensions: str) -> tuple[Path, Path]:
@@ -26,9 +38,9 @@ def _issue(directory: Path, name: str, subject: str, extensions: str) -> tuple[P
                       directory / f"{name}.pem")
     ext = directory / f"{name}.ext"
     ext.write_text(extensions)
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
              "-keyout", key, "-out", csr, "-subj", subject)
-    _openssl("x509", "-req", "-in", csr, "-CA", directory / "ca.crt", "-CAkey",
+    openssl("x509", "-req", "-in", csr, "-CA", directory / "ca.crt", "-CAkey",
              directory / "ca.key", "-CAcreateserial", "-out", cert, "-days", "2",
              "-extfile", ext)
     return cert, key
@@ -36,7 +48,7 @@ def _issue(directory: Path, name: str, subject: str, extensions: str) -> tuple[P
 
 def make_cert_authority(directory: Path) -> CertAuthority:
     directory.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
              "-nodes", "-keyout", directory / "ca.key", "-out", directory / "ca.crt",
              "-subj", "/CN=warmctl test CA", "-days", "2")
     server_cert, server_key = _issue(

@@ -11,16 +11,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from openssl_ca import openssl
 
 from warmctl import cosign
 from warmctl.errors import UsageError, WarmctlError
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
-
-
-def openssl(*args: str, stdin: bytes | None = None) -> bytes:
-    return subprocess.run(["openssl", *args], input=stdin, capture_output=True,
-                          check=True).stdout
 
 
 def test_signature_tag() -> None:

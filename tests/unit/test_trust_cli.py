@@ -5,12 +5,12 @@ tests/integration/test_trust.py."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 from fake_registry import FakeRegistry
 from fakes import FakePodman
+from openssl_ca import make_key_pair, openssl
 
 from warmctl import cosign
 from warmctl.catalogue import Catalogue
@@ -20,20 +20,6 @@ from warmctl.output import Progress
 from warmctl.snapshots import SnapshotOptions, take_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
-
-
-def openssl(*args: str, stdin: bytes | None = None) -> bytes:
-    return subprocess.run(["openssl", *args], input=stdin, capture_output=True,
-                          check=True).stdout
-
-
-def make_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
-    """`openssl ecparam -name prime256v1 -genkey | openssl pkcs8 -topk8 -nocrypt`."""
-    private, public = directory / f"{name}.key", directory / f"{name}.pub"
-    raw = openssl("ecparam", "-name", "prime256v1", "-genkey")
-    private.write_bytes(openssl("pkcs8", "-topk8", "-nocrypt", stdin=raw))
-    public.write_bytes(openssl("ec", "-pubout", "-in", str(private)))
-    return private, public
 
 
 @pytest.fixture
