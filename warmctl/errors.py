@@ -22,8 +22,12 @@ class ExitCode(IntEnum):
     PODMAN_FAILED = 7
     BUSY = 8
     NOT_READY = 9
+    IO_ERROR = 10
+    TOO_OLD = 11
     TIMED_OUT = 124
+    HANGUP = 129
     INTERRUPTED = 130
+    TERMINATED = 143
 
 
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
@@ -40,10 +44,17 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.PODMAN_FAILED: "podman or CRIU failed to checkpoint or restore",
     ExitCode.BUSY: "catalogue busy or locked beyond the wait",
     ExitCode.NOT_READY: "warm: warm-up failed or the service never became ready",
+    ExitCode.IO_ERROR: "I/O error: the disk failed a read or write (EIO, no space); the data "
+                       "may be whole: nothing was removed, check the disk and retry",
+    ExitCode.TOO_OLD: "resume --max-age: the newest snapshot is older than the bound; nothing "
+                      "was resumed",
     ExitCode.TIMED_OUT: "a checkpoint or restore outlasted --time-limit: podman goes on "
                         "alone, the message says where the container stands",
+    ExitCode.HANGUP: "interrupted by SIGHUP (a closed terminal): as for Ctrl-C (130)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C): temporary files removed, nothing half-recorded; "
                           "a second Ctrl-C leaves podman to finish alone, as the message says",
+    ExitCode.TERMINATED: "interrupted by SIGTERM (kill, timeout(1), systemd's stop): as for "
+                         "Ctrl-C (130)",
 }
 
 
@@ -120,6 +131,18 @@ class CatalogueBusyError(WarmctlError):
 
 class NotReadyError(WarmctlError):
     exit_code = ExitCode.NOT_READY
+
+
+class DiskIOError(WarmctlError):
+    """The disk failed a read or write: the data may well be whole, so nothing is removed."""
+
+    exit_code = ExitCode.IO_ERROR
+
+
+class TooOldError(WarmctlError):
+    """resume --max-age: the newest snapshot is older than the bound."""
+
+    exit_code = ExitCode.TOO_OLD
 
 
 class Interrupted(WarmctlError):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.models import TyperPath
@@ -29,6 +31,9 @@ from warmctl.cli import (
 )
 from warmctl.cli.options import flag
 from warmctl.errors import ExitCode, WarmctlError
+
+if TYPE_CHECKING:
+    from typer._click.core import Command
 
 app = typer.Typer(
     name="warmctl",
@@ -88,8 +93,6 @@ app.command("completion")(completion_cmd.command)
 
 def main(argv: list[str] | None = None) -> int:
     """Run warmctl; returns the exit status. Every error is turned into one line here."""
-    from typer._click import exceptions as click_exceptions
-
     _open_closed_standard_streams()
     debug = os.environ.get("WARMCTL_DEBUG") == "1"
     if debug:
@@ -100,6 +103,42 @@ def main(argv: list[str] | None = None) -> int:
         # A completion script asking for candidates (<TAB>): answer, run nothing.
         return completion_cmd.answer(command, instruction)
     stdout_before = _stdout_identity()
+    previous = _interrupt_on_termination_signals()
+    try:
+        status = _run(command, argv, debug, stdout_before)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if status == ExitCode.INTERRUPTED and _termination_signal is not None:
+        # Handled as Ctrl-C; the status still names the signal, as a shell's would (128+N).
+        return 128 + _termination_signal
+    return status
+
+
+# The last SIGTERM or SIGHUP received (None: none, or only Ctrl-C).
+_termination_signal: int | None = None
+
+
+def _interrupt_on_termination_signals() -> dict[int, Any]:
+    """SIGTERM and SIGHUP (kill, timeout(1), systemd's stop, a closed terminal) interrupt
+    warmctl exactly as Ctrl-C does, so a checkpoint or restore under way is finished or
+    rescued, never abandoned by a silent death. A second one, like a second Ctrl-C, leaves."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # only the main thread may set handlers (a test calling main() elsewhere)
+    return {signum: signal.signal(signum, _raise_interrupt)
+            for signum in (signal.SIGTERM, signal.SIGHUP)}
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    global _termination_signal
+    _termination_signal = signum
+    raise KeyboardInterrupt
+
+
+def _run(command: Command, argv: list[str] | None, debug: bool,
+         stdout_before: tuple[int, int, int]) -> int:
+    from typer._click import exceptions as click_exceptions
+
     try:
         result = command.main(args=argv, prog_name="warmctl", standalone_mode=False)
     except SystemExit as exc:
