@@ -23,8 +23,9 @@ default ``matchRepoDigestOrExact`` refuses an identity without a tag (cosign's o
 
 Keys are PEM: PKCS#8 or SEC1 EC P-256 private keys, PKCS#8 encrypted with a passphrase,
 cosign's own encrypted private keys (``cosign generate-key-pair``: scrypt and NaCl secretbox,
-secretbox.py), and SubjectPublicKeyInfo public keys. ``cryptography`` is imported only by the
-functions that sign or verify: ``warmctl --help`` and completion never load it.
+opened by libsodium through PyNaCl), and SubjectPublicKeyInfo public keys. ``cryptography``
+and PyNaCl are imported only by the functions that sign, open or verify: ``warmctl --help``
+and completion never load them.
 """
 
 from __future__ import annotations
@@ -251,10 +252,27 @@ _COSIGN_PEM = re.compile(
 _COSIGN_SCRYPT = {(32768, 8, 1), (65536, 8, 1), (131072, 8, 1)}
 
 
+SECRETBOX_KEY_SIZE = 32
+
+
+class SecretboxError(Exception):
+    """A secretbox that does not open: wrong key or nonce, or tampered bytes."""
+
+
+def open_secretbox(box: bytes, nonce: bytes, key: bytes) -> bytes:
+    """The plaintext of NaCl's secretbox ``box`` (Poly1305 tag, then the ciphertext, as
+    Go's nacl/secretbox.Seal writes it), opened by libsodium (PyNaCl, imported only here)."""
+    import nacl.exceptions
+    import nacl.secret
+
+    try:
+        return bytes(nacl.secret.SecretBox(key).decrypt(box, nonce))
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise SecretboxError(str(exc)) from exc
+
+
 def _load_cosign_key(path: Path, data: bytes, passphrase_file: Path | None) -> object:
     from cryptography.hazmat.primitives import serialization
-
-    from warmctl import secretbox
 
     if passphrase_file is None:
         raise UsageError(f"signing key {path} is encrypted (cosign's format): give its "
@@ -280,11 +298,11 @@ def _load_cosign_key(path: Path, data: bytes, passphrase_file: Path | None) -> o
         raise UsageError(f"{damaged}: scrypt parameters N={params[0]} r={params[1]} "
                          f"p={params[2]} are not cosign's")
     n, r, p = params
-    key = hashlib.scrypt(passphrase, salt=salt, n=n, r=r, p=p, dklen=secretbox.KEY_SIZE,
+    key = hashlib.scrypt(passphrase, salt=salt, n=n, r=r, p=p, dklen=SECRETBOX_KEY_SIZE,
                          maxmem=2 * 128 * r * n)  # scrypt's own need is 128 * r * N bytes
     try:
-        der = secretbox.open_box(box, nonce, key)
-    except secretbox.OpenError as exc:
+        der = open_secretbox(box, nonce, key)
+    except SecretboxError as exc:
         raise UsageError(f"signing key {path}: wrong passphrase in {passphrase_file}"
                          ) from exc
     try:
