@@ -274,3 +274,17 @@ def test_a_terminal_table_shows_markup_as_text_and_escapes(
     # rich styles the header (ESC [1m); what the cell held is not on the terminal.
     for sequence in ("\x1b[31m", "\x1b]0;", "\x07", "\x1b[2J", "\x9b", "\u202e"):
         assert sequence not in out
+
+
+def test_the_progress_line_escapes_what_it_names() -> None:
+    import io
+
+    from rich.console import Console
+
+    from warmctl.output import LiveProgress
+
+    live = LiveProgress(Console(file=io.StringIO()), f"pull {EVIL}")
+    live.phase(f"connecting to {EVIL}")
+    line = str(live._render())
+    assert line.count(SHOWN) == 2
+    assert_clean(line.encode())
