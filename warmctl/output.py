@@ -13,6 +13,7 @@ import re
 import select
 import sys
 import time
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -24,11 +25,58 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Candidates for escaping: every character outside printable ASCII. Most are harmless (é, 漢);
+# unicodedata decides, and text that is plain ASCII never pays for the lookup.
+_SUSPECT = re.compile(r"[^\x20-\x7e]")
+_SUSPECT_BUT_TAB = re.compile(r"[^\t\x20-\x7e]")
+# In JSON text: tab, newline and carriage return are its whitespace (indentation) outside
+# strings, and are escaped by every encoder inside them.
+_SUSPECT_IN_JSON = re.compile(r"[^\t\n\r\x20-\x7e]")
+# Control characters (C0, DEL, C1: ESC and CSI start the sequences that retitle a window,
+# clear a screen or colour text), format characters (the bidi overrides and isolates
+# U+202A-202E and U+2066-2069, the marks U+200E/F, zero-width characters: they reorder or
+# hide what a line shows), line and paragraph separators, and lone surrogates (undecodable
+# bytes, which a terminal would be sent as garbage, or not at all).
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def _is_unsafe(char: str) -> bool:
+    return unicodedata.category(char) in _UNSAFE_CATEGORIES
 
 
 def _escaped(match: re.Match[str]) -> str:
-    return repr(match.group())[1:-1]  # "\n", "\t", "\x1b"
+    char = match.group()
+    return repr(char)[1:-1] if _is_unsafe(char) else char  # "\n", "\x1b", "\u202e"
+
+
+def terminal_text(text: str, *, keep_tabs: bool = False) -> str:
+    r"""``text`` as it may reach a terminal: every control or format character is written as
+    Python writes it in a string (``\x1b``, ``\n``, ``\u202e``), so that text from outside
+    (a registry's error, a pulled snapshot's fields, podman's and CRIU's messages) shows what
+    it holds instead of moving the cursor, recolouring or reordering the line. Everything
+    warmctl prints for people goes through here; JSON gets the same characters as ``\u``
+    escapes instead (json_escaped), which keeps the data as it is."""
+    return (_SUSPECT_BUT_TAB if keep_tabs else _SUSPECT).sub(_escaped, text)
+
+
+def _json_escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    # json's ASCII form of one character: \u009b, or a surrogate pair beyond the BMP.
+    return json.dumps(char)[1:-1] if _is_unsafe(char) else char
+
+
+def json_escaped(encoded: str) -> str:
+    r"""JSON text with the characters terminal_text escapes written as ``\u`` escapes. The
+    decoded data is the same; only its spelling changes (json.dumps escapes C0 but not DEL,
+    C1 or the bidi controls, and SQLite's JSON escapes fewer). Outside strings, JSON holds no
+    such characters, so the whole text can be rewritten."""
+    return _SUSPECT_IN_JSON.sub(_json_escaped, encoded)
+
+
+def say(line: str) -> None:
+    """One line on stderr, escaped (terminal_text): for messages written outside Output, as
+    the error boundary in warmctl/cli/main.py writes them."""
+    sys.stderr.write(terminal_text(line) + "\n")
 
 
 def stdout_reader_gone() -> bool:
@@ -104,7 +152,7 @@ class LiveProgress(Progress):
         if self._watched is not None:
             with suppress(OSError):
                 self._bytes = self._watched.stat().st_size
-        parts = [f"{self._verb}: {self._phase}"]
+        parts = [terminal_text(f"{self._verb}: {self._phase}")]
         if self._bytes is not None:
             rate = self._bytes / max(now - self._phase_start, 1e-3)
             if self._total:
@@ -168,7 +216,8 @@ class Output:
         # is several times faster (indent forces the pure-Python one).
         indent = 2 if sys.stdout.isatty() else None
         with _results():
-            sys.stdout.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+            sys.stdout.write(
+                json_escaped(json.dumps(data, indent=indent, ensure_ascii=False)) + "\n")
             sys.stdout.flush()
 
     def json_text(self, text: str) -> None:
@@ -176,12 +225,15 @@ class Output:
         if sys.stdout.isatty():
             self.json(json.loads(text))
         else:
-            self.line(text)
+            with _results():
+                sys.stdout.write(json_escaped(text) + "\n")
+                sys.stdout.flush()
 
     def line(self, text: str) -> None:
-        """A plain result line on stdout (a reference, a container name)."""
+        """A plain result line on stdout (a reference, a container name); tabs separate
+        columns (prune, verify)."""
         with _results():
-            sys.stdout.write(text + "\n")
+            sys.stdout.write(terminal_text(text, keep_tabs=True) + "\n")
             sys.stdout.flush()
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]],
@@ -190,14 +242,16 @@ class Output:
             self.info(empty)
             return
         # One line per row, whatever a cell holds (a label recorded before labels were
-        # checked): control characters are shown escaped, as Python writes them.
-        rows = [[_CONTROL.sub(_escaped, cell) for cell in row] for row in rows]
+        # checked, a pulled snapshot's names): control and format characters are shown
+        # escaped, as Python writes them (terminal_text).
+        rows = [[terminal_text(cell) for cell in row] for row in rows]
         if not sys.stdout.isatty():
             # For pipes, grep and awk: aligned plain columns, never wrapped or cut.
             self._plain_table(columns, rows)
             return
         from rich.box import SIMPLE_HEAD
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=SIMPLE_HEAD, pad_edge=False, show_edge=False)
         for index, column in enumerate(columns):
@@ -205,7 +259,8 @@ class Output:
             last = index == len(columns) - 1
             table.add_column(column, no_wrap=not last, overflow="fold" if last else "ellipsis")
         for row in rows:
-            table.add_row(*row)
+            # Text, not str: a cell's "[red]" is text, never rich markup.
+            table.add_row(*(Text(cell) for cell in row))
         with _results():
             self._console(stderr=False).print(table)
 
@@ -224,7 +279,7 @@ class Output:
         width = max((len(key) for key, _ in pairs), default=0)
         with _results():
             for key, value in pairs:
-                sys.stdout.write(f"{key.ljust(width)}  {value}\n")
+                sys.stdout.write(terminal_text(f"{key.ljust(width)}  {value}") + "\n")
             sys.stdout.flush()
 
     def statuses(self, rows: Sequence[tuple[str, str, str]]) -> None:
@@ -238,23 +293,24 @@ class Output:
         with _results():
             for status, name, text in rows:
                 line = Text(status.ljust(6), style=styles.get(status, ""))
-                line.append(name.ljust(width) + text)
+                line.append(terminal_text(name.ljust(width) + text))
                 console.print(line)
 
     # --- messages (stderr) --------------------------------------------------------------------
 
     def info(self, text: str) -> None:
         if not self.quiet:
-            sys.stderr.write(text + "\n")
+            sys.stderr.write(terminal_text(text) + "\n")
 
     def warn(self, text: str) -> None:
-        sys.stderr.write(f"warmctl: warning: {text}\n")
+        sys.stderr.write(terminal_text(f"warmctl: warning: {text}") + "\n")
 
     def error(self, err: WarmctlError) -> None:
         line = f"warmctl: error: {err.message}"
         if err.hint:
             line += f" ({err.hint})"
-        sys.stderr.write(line.replace("\n", " ") + "\n")
+        # One line: a message quoting podman's or CRIU's several lines joins them.
+        say(line.replace("\n", " "))
 
     @contextmanager
     def progress(self, verb: str) -> Iterator[Progress]:

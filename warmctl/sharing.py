@@ -175,6 +175,8 @@ def pull_snapshot(catalogue: Catalogue, source: str, name: str | None,
         record = artifact.record_from_config(config, found, name=name, source=source,
                                              manifest_digest=manifest_digest,
                                              signed_by=_signer(verdict.signed_by))
+        # Which scope let it in: `show` says so of an unsigned one (provenance.py).
+        record.extra["pulled"]["policy_scope"] = verdict.scope.name
         with catalogue.new_temp_file() as temp:
             progress.phase(f"downloading {format_size(found.layer.size)}")
             progress.expect(found.layer.size)

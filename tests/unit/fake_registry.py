@@ -44,6 +44,9 @@ class FakeRegistry:
     downgrade_blobs: bool = False  # blob GETs over TLS: 307 to http:// on the same host:port
     redirect_blobs_to: str | None = None  # blob GETs: 307 to this base URL (another registry)
     seen: list[tuple[str, str, str]] = field(default_factory=list)  # scheme, request, auth
+    # Every request but /v2/ gets this answer: (status, body, headers), as a broken or
+    # hostile registry gives it.
+    canned: tuple[int, bytes, dict[str, str]] | None = None
 
     def __post_init__(self) -> None:
         self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -176,6 +179,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/v2/":
             if self._authorized(""):
                 self._reply(200, b"{}")
+            return
+        if reg.canned is not None:
+            self._body()
+            status, body, headers = reg.canned
+            self._reply(status, body, headers)
             return
         for pattern, handler in ((_UPLOADS, self._uploads), (_BLOB, self._blob),
                                  (_MANIFEST, self._manifest)):

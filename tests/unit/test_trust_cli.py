@@ -5,6 +5,7 @@ tests/integration/test_trust.py."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,86 @@ def test_a_snapshot_already_in_the_registry_is_signed_by_pushing_it_again(
                          "--tls-verify=false", "--signature-policy", str(policy), "--json")
     assert code == ExitCode.OK, err
     assert json.loads(out)["pulled"]["signed_by"]["key"] == str(public)
+
+
+def readme_policy() -> str:
+    """The policy README's trust section gives for forbidding unsigned snapshots."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    blocks: list[str] = re.findall(r"```json\n(.*?)```", readme, re.DOTALL)
+    [block] = [b for b in blocks if '"default": [{"type": "reject"}]' in b]
+    return block
+
+
+def test_list_and_show_say_whether_a_signature_vouched_for_each_snapshot_and_whose(
+        home: Path, tmp_path: Path, registry: FakeRegistry,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    private, public = make_key_pair(tmp_path, "k")
+    code, out, err = run(capsys, "push", "mc", f"{registry.host}/warm/mc:v1",
+                         "--tls-verify=false", "--json", "--sign-by-sigstore-private-key",
+                         str(private))
+    assert code == ExitCode.OK, err
+    fingerprint = json.loads(out)["signature"]["key_fingerprint"]
+    assert run(capsys, "push", "other", f"{registry.host}/open/other:v1",
+               "--tls-verify=false")[0] == ExitCode.OK
+    # The key for warm/, anything from elsewhere: README's first example.
+    policy = write_policy(tmp_path / "policy.json", f"{registry.host}/warm", public)
+    pulls = [(f"{registry.host}/warm/mc:v1", "signed"), (f"{registry.host}/open/other:v1",
+                                                         "unsigned")]
+    for source, name in pulls:
+        code, _, err = run(capsys, "pull", source, name, "--tls-verify=false",
+                           "--signature-policy", str(policy))
+        assert code == ExitCode.OK, err
+
+    code, out, _ = run(capsys, "list")
+    origin = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert f"signed by k.pub {fingerprint[:19]}" in origin["signed@1"]
+    assert "pulled, UNSIGNED" in origin["unsigned@1"]
+    assert " local " in origin["mc@1"] + " "
+    assert out.splitlines()[0].split()[-2:] == ["ORIGIN", "LABELS"]
+
+    code, out, _ = run(capsys, "show", "signed")
+    [origin_line] = [line for line in out.splitlines() if line.startswith("origin ")]
+    assert (f"pulled from {registry.host}/warm/mc:v1, signed by {public} "
+            f"({fingerprint})") in origin_line
+    code, out, _ = run(capsys, "show", "unsigned")
+    assert (f"pulled from {registry.host}/open/other:v1, UNSIGNED: the signature policy "
+            "(scope default) asked for no signature") in out
+    code, out, _ = run(capsys, "show", "mc")
+    assert "taken on this host or an earlier one (not pulled)" in out
+
+    code, out, _ = run(capsys, "list", "--json")
+    pulled = {s["ref"]: s["pulled"] for s in json.loads(out)}
+    assert pulled["mc@1"] is None
+    assert pulled["signed@1"]["signed_by"] == {"key": str(public), "fingerprint": fingerprint}
+    assert pulled["signed@1"]["policy_scope"] == f"docker:{registry.host}/warm"
+    assert pulled["unsigned@1"]["signed_by"] is None
+    assert pulled["unsigned@1"]["policy_scope"] == "default"
+    code, out, _ = run(capsys, "show", "unsigned", "--json")
+    assert json.loads(out)["pulled"]["signed_by"] is None
+
+
+def test_the_readme_policy_forbids_unsigned_snapshots_and_admits_signed_ones(
+        home: Path, tmp_path: Path, registry: FakeRegistry,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    private, public = make_key_pair(tmp_path, "k")
+    policy = tmp_path / "policy.json"
+    policy.write_text(readme_policy()
+                      .replace("registry.example.com/warm", f"{registry.host}/warm")
+                      .replace("/etc/containers/warm.pub", str(public)))
+    assert run(capsys, "push", "mc", f"{registry.host}/warm/mc:signed", "--tls-verify=false",
+               "--sign-by-sigstore-private-key", str(private))[0] == ExitCode.OK
+    for dest in (f"{registry.host}/warm/other:unsigned", f"{registry.host}/elsewhere/mc:v1"):
+        assert run(capsys, "push", dest.split("/")[-1].split(":")[0], dest,
+                   "--tls-verify=false")[0] == ExitCode.OK
+    other = tmp_path / "other"
+    for source, why in ((f"{registry.host}/warm/other:unsigned", "it is not signed"),
+                        (f"{registry.host}/elsewhere/mc:v1", "the scope rejects everything")):
+        code, _, err = run(capsys, "--home", str(other), "pull", source, "--tls-verify=false",
+                           "--signature-policy", str(policy))
+        assert code == ExitCode.INTEGRITY and why in err, err
+    code, _, err = run(capsys, "--home", str(other), "pull", f"{registry.host}/warm/mc:signed",
+                       "--tls-verify=false", "--signature-policy", str(policy))
+    assert code == ExitCode.OK, err
+    code, out, _ = run(capsys, "--home", str(other), "list")
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["mc@1"]
+    assert "signed by k.pub" in out

@@ -22,6 +22,7 @@ def command(
     quiet: QuietOption = False,
 ) -> None:
     """List snapshots, oldest first within each name."""
+    from warmctl.provenance import trust_column
     from warmctl.refs import validate_name
     from warmctl.units import format_duration, format_size
 
@@ -42,12 +43,13 @@ def command(
             format_size(snap.size_bytes),
             snap.container_name,
             snap.image_name,
+            trust_column(snap),
             ",".join(f"{k}={v}" for k, v in snap.labels.items()),
         ]
         for snap in snapshots
     ]
     out.table(
-        ["REF", "CREATED (UTC)", "AGE", "SIZE", "CONTAINER", "IMAGE", "LABELS"],
+        ["REF", "CREATED (UTC)", "AGE", "SIZE", "CONTAINER", "IMAGE", "ORIGIN", "LABELS"],
         rows,
         empty="no snapshots" + (f" named {name}" if name else ""),
     )

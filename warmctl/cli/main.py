@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("WARMCTL_DEBUG") == "1"
     if debug:
         logging.basicConfig(level=logging.DEBUG, format="warmctl: debug: %(message)s")
+        _escape_log_records()
     command = typer.main.get_command(app)
     instruction = os.environ.get(completion_cmd.COMPLETE_VAR)
     if instruction:
@@ -113,6 +114,26 @@ def main(argv: list[str] | None = None) -> int:
         # Handled as Ctrl-C; the status still names the signal, as a shell's would (128+N).
         return 128 + _termination_signal
     return status
+
+
+def _escape_log_records() -> None:
+    """Debug lines quote podman's and CRIU's output: escaped as every message is."""
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter or logging.Formatter()
+        handler.setFormatter(_EscapingFormatter(formatter))
+
+
+class _EscapingFormatter(logging.Formatter):
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        from warmctl.output import terminal_text
+
+        # Line by line: a traceback keeps its lines, and nothing in them moves the cursor.
+        return "\n".join(terminal_text(line)
+                         for line in self._inner.format(record).split("\n"))
 
 
 # The last SIGTERM or SIGHUP received (None: none, or only Ctrl-C).
@@ -149,10 +170,10 @@ def _run(command: Command, argv: list[str] | None, debug: bool,
         raise
     except click_exceptions.UsageError as exc:
         hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
-        sys.stderr.write(f"warmctl: error: {exc.format_message()}{hint}\n")
+        _say(f"warmctl: error: {exc.format_message()}{hint}")
         return ExitCode.USAGE
     except click_exceptions.ClickException as exc:
-        sys.stderr.write(f"warmctl: error: {exc.format_message()}\n")
+        _say(f"warmctl: error: {exc.format_message()}")
         return exc.exit_code
     except typer.Abort:
         sys.stderr.write("warmctl: error: interrupted\n")
@@ -176,25 +197,31 @@ def _run(command: Command, argv: list[str] | None, debug: bool,
             discard_stdout()
             return ExitCode.OK
         with contextlib.suppress(OSError):  # stderr may be the pipe that broke
-            sys.stderr.write(f"warmctl: error: {exc.strerror or exc}\n")
+            _say(f"warmctl: error: {exc.strerror or exc}")
         return ExitCode.FAILURE
     except OSError as exc:
         if debug:
             raise
         where = f": {exc.filename}" if exc.filename else ""
-        sys.stderr.write(f"warmctl: error: {exc.strerror or exc}{where}\n")
+        _say(f"warmctl: error: {exc.strerror or exc}{where}")
         return ExitCode.FAILURE
     except Exception as exc:
         if debug:
             raise
-        sys.stderr.write(
-            f"warmctl: internal error: {type(exc).__name__}: {exc} "
-            "(rerun with WARMCTL_DEBUG=1 for a traceback)\n"
-        )
+        _say(f"warmctl: internal error: {type(exc).__name__}: {exc} "
+             "(rerun with WARMCTL_DEBUG=1 for a traceback)")
         return ExitCode.FAILURE
     if result == ExitCode.INTERRUPTED:
         sys.stderr.write("warmctl: error: interrupted\n")
     return result if isinstance(result, int) else ExitCode.OK
+
+
+def _say(line: str) -> None:
+    """An error line on stderr, escaped as every message is (output.terminal_text): what
+    an exception says can quote a registry, a pulled snapshot, podman or CRIU."""
+    from warmctl.output import say
+
+    say(line)
 
 
 def _stdout_identity() -> tuple[int, int, int]:

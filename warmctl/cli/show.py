@@ -15,6 +15,7 @@ def command(
 ) -> None:
     """Show everything recorded about a snapshot, and what its archive says."""
     from warmctl.archive import summarize
+    from warmctl.provenance import trust_field
     from warmctl.refs import parse_ref
     from warmctl.snapshots import record_disagreements
     from warmctl.spec_policy import archive_host_access
@@ -38,6 +39,7 @@ def command(
     pairs = [
         ("ref", snap.ref),
         ("created", snap.created.isoformat()),
+        ("origin", trust_field(snap)),
         ("container", f"{snap.container_name} ({snap.container_id[:12]})"),
         ("image", f"{snap.image_name} ({snap.image_id[:12]})"),
         ("archive", str(snap.archive)),
