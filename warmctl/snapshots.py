@@ -432,8 +432,11 @@ def resume_snapshot(
                                                               name_claim, options, progress,
                                                               plan)
             except (WarmctlError, KeyboardInterrupt) as err:
-                raise _after_failed_restore(catalogue, podman, snapshot, name_claim, plan,
-                                            err) from err
+                reported = _after_failed_restore(catalogue, podman, snapshot, name_claim, plan,
+                                                 err)
+                if reported is err:
+                    raise
+                raise reported from err
             volumes.done(plan)
     return dataclasses.replace(_resumed(target, restored, interrupted), volumes=plan.to_list())
 
@@ -662,6 +665,7 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman,
                 log.debug("podman failed after reading only the configuration (%s): "
                           "trying again with the whole archive for every read", fed.reads)
                 _remove_created(podman, name_claim, err)
+                volumes.remove_made_by_podman(podman, plan)  # the retry makes them again
                 continue
         fed.verify()
         return restored, interrupted

@@ -498,15 +498,7 @@ def _undo(podman: Podman, plan: VolumePlan) -> list[str]:
         with contextlib.suppress(WarmctlError):
             podman.remove_volume(name)
     plan.created.clear()
-    removed = {copy.volume for copy in plan.saved if copy.removed}
-    for name in plan.podman_creates:
-        if name in plan.remove_first and name not in removed:
-            continue  # never removed: it is the user's own, as it was
-        with contextlib.suppress(WarmctlError):
-            # What podman's failed restore made (the snapshot's content), unless a
-            # container (one not this resume's) mounts it: then it stays, and says so below.
-            if podman.volume_mountpoint(name) is not None and not podman.volume_users(name):
-                podman.remove_volume(name)
+    remove_made_by_podman(podman, plan)
     notes = []
     for copy in plan.saved:
         if not copy.removed:
@@ -525,6 +517,20 @@ def _undo(podman: Podman, plan: VolumePlan) -> list[str]:
             notes.append(f"volume {copy.volume} is as it was (put back from its copy)")
     plan.saved.clear()
     return notes
+
+
+def remove_made_by_podman(podman: Podman, plan: VolumePlan) -> None:
+    """Remove the volumes a failed restore of podman's made (the snapshot's content): none
+    of them existed, or prepare() had removed it (then undo() puts it back). One that a
+    container mounts (not this resume's, which is removed first) stays: then putting back
+    fails, and says so."""
+    removed = {copy.volume for copy in plan.saved if copy.removed}
+    for name in plan.podman_creates:
+        if name in plan.remove_first and name not in removed:
+            continue  # never removed: it is the user's own, as it was
+        with contextlib.suppress(WarmctlError):
+            if podman.volume_mountpoint(name) is not None and not podman.volume_users(name):
+                podman.remove_volume(name)
 
 
 def done(plan: VolumePlan) -> None:

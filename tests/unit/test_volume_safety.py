@@ -258,3 +258,18 @@ def test_replacing_a_clone_puts_its_volume_back_after_a_failure(catalogue: Catal
     assert "volume copy-dbdata is as it was (put back from its copy)" in caught.value.message
     assert podman.volumes["copy-dbdata"] == b"the clone's own"
     assert saved_files(catalogue) == []
+
+
+def test_a_volume_podman_made_for_a_failed_restore_is_removed(catalogue: Catalogue,
+                                                               tmp_path: Path) -> None:
+    """Under the source's name, with the volume missing, podman makes it from the snapshot:
+    after a failure it goes, so that the next resume finds things as they were (and does not
+    ask whether to replace a volume the user never had)."""
+    podman = snapshot_then_newer_volume(catalogue, tmp_path)
+    del podman.volumes["dbdata"]
+    podman.fail_restore = "Error: criu failed"
+    with pytest.raises(CheckpointError):
+        resume_snapshot(catalogue, podman, Ref("db"), ResumeOptions(), Progress())
+    assert "dbdata" not in podman.volumes
+    assert podman.volume_calls == ["rm dbdata"]
+    assert saved_files(catalogue) == []
