@@ -543,8 +543,8 @@ def done(plan: VolumePlan) -> None:
 def left_unfinished(plan: VolumePlan) -> list[str]:
     """podman goes on alone (a second Ctrl-C, --time-limit): whether the restore will succeed
     is unknown, so each saved copy stays, and the error says where."""
-    notes = [copy.how_to_put_back() for copy in plan.saved if copy.path is not None
-             and copy.removed]
+    notes = [f"volume {copy.volume} was removed: {copy.how_to_put_back()}"
+             for copy in plan.saved if copy.removed]
     for copy in plan.saved:
         if copy.removed:
             copy.release()
