@@ -33,6 +33,7 @@ import sys
 import tarfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -557,16 +558,16 @@ def left_unfinished(plan: VolumePlan) -> list[str]:
 # --- saved copies: a failed resume never costs a volume --------------------------------------
 #
 # Before resume removes a volume (--volumes snapshot, or --replace of a clone), its content is
-# exported into HOME/saved-volumes/VOLUME@STAMP-PID.tar (0600, fsync'd, flock'd by the resume
-# while it runs), beside VOLUME@STAMP-PID.json (how the volume was made, and the mode and owner
-# of its top directory, which podman's export leaves out). After a failure the volume is made
+# exported into HOME/saved-volumes/VOLUME@STAMP-PID-ID.tar (0600, fsync'd, flock'd by the
+# resume while it runs), beside VOLUME@STAMP-PID-ID.json (how the volume was made, and the mode
+# and owner of its top directory, which podman's export leaves out). After a failure it is made
 # again from them; after a success they are deleted. A resume killed outright (kill -9, a
 # crash, a power cut) leaves them, unlocked: the next resume puts such a copy back itself when
 # its volume is missing, and otherwise says where it is (put_back_left_copies).
 
 SAVED_DIR = "saved-volumes"
 _SAVED_NAME = re.compile(r"(?P<volume>[A-Za-z0-9][A-Za-z0-9_.-]*)@(?P<stamp>[0-9]{8}T[0-9]{6}Z)"
-                         r"-(?P<pid>[0-9]+)\.(?P<kind>tar|json|partial)")
+                         r"-(?P<pid>[0-9]+)-[0-9a-f]{8}\.(?P<kind>tar|json|partial)")
 
 
 @dataclass
@@ -576,7 +577,7 @@ class SavedVolume:
     volume: str
     partial: Path  # where podman exports it; renamed to ``path`` once whole and on disk
     fd: int  # the flock that says its resume is alive
-    path: Path | None = None  # VOLUME@STAMP-PID.tar, once whole
+    path: Path | None = None  # VOLUME@STAMP-PID-ID.tar, once whole
     removed: bool = False  # the volume has been removed since (undo() makes it again)
 
     @property
@@ -626,7 +627,7 @@ def save_before_removing(home: Path, podman: Podman, plan: VolumePlan,
         if settings is None or mountpoint is None:
             raise ConflictError(f"volume {name} went away while resume prepared to replace "
                                 "it: nothing was removed", hint="resume again")
-        stem = f"{name}@{stamp}-{os.getpid()}"
+        stem = f"{name}@{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         partial = directory / f"{stem}.partial"
         try:
             fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -709,53 +710,61 @@ def _recreate(podman: Podman, volume: str, copy: Path, record: dict[str, Any]) -
 def put_back_left_copies(home: Path, podman: Podman, warn: Callable[[str], None]) -> None:
     """Copies that a resume killed outright (kill -9, a crash) left in saved-volumes/: a copy
     whose volume is missing is put back now (nothing of the user's is overwritten); one whose
-    volume exists is named, with the command that puts it back. Never fails the caller."""
+    volume exists is named, with the command that puts it back. A volume that a running
+    resume holds a copy of is left to it. Never fails the caller."""
     directory = home / SAVED_DIR
     try:
         entries = sorted(directory.iterdir())
     except OSError:
         return
-    held = {}
-    for path in entries:
-        found = _SAVED_NAME.fullmatch(path.name)
-        if found is None or found["kind"] == "json" or path.is_symlink() or not path.is_file():
-            continue
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            held[found["volume"]] = True  # its resume is running: leave that volume to it
-            continue
-        held.setdefault(found["volume"], False)
-        if found["kind"] == "partial":
-            # An export that never finished: its volume was never removed (removal waits for
-            # a whole copy on disk).
-            with contextlib.suppress(OSError):
-                path.unlink()
-                path.with_suffix(".json").unlink(missing_ok=True)
-            os.close(fd)
-            continue
-        try:
-            _handle_left_copy(podman, path, found, busy=held[found["volume"]], warn=warn)
-        finally:
+    left: list[tuple[Path, re.Match[str], int]] = []  # locked here: their resume is gone
+    busy: set[str] = set()  # volumes a running resume has a copy of
+    try:
+        for path in entries:
+            found = _SAVED_NAME.fullmatch(path.name)
+            if found is None or found["kind"] == "json" or path.is_symlink() \
+                    or not path.is_file():
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                busy.add(found["volume"])
+                continue
+            left.append((path, found, fd))
+        for path, found, _ in left:
+            if found["kind"] == "partial":
+                # An export that never finished: its volume was never removed (removal
+                # waits for a whole copy on disk).
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    path.with_suffix(".json").unlink(missing_ok=True)
+            elif found["volume"] not in busy:
+                _handle_left_copy(podman, path, found, warn=warn)
+    finally:
+        for _, _, fd in left:
             os.close(fd)
 
 
-def _handle_left_copy(podman: Podman, path: Path, found: re.Match[str], *, busy: bool,
+def _handle_left_copy(podman: Podman, path: Path, found: re.Match[str], *,
                       warn: Callable[[str], None]) -> None:
     volume, stamp = found["volume"], found["stamp"]
     left = f"saved by a resume that did not finish ({stamp}, process {found['pid']})"
     try:
-        missing = not busy and podman.volume_mountpoint(volume) is None
-        if missing:
-            _recreate(podman, volume, path, _read_settings(path.with_suffix(".json")))
-            path.unlink()
-            path.with_suffix(".json").unlink(missing_ok=True)
+        if podman.volume_mountpoint(volume) is None:
+            def put_back() -> None:
+                _recreate(podman, volume, path, _read_settings(path.with_suffix(".json")))
+                path.unlink()
+                path.with_suffix(".json").unlink(missing_ok=True)
+
+            _, interrupted = through_interrupts(put_back)  # never left half done
             warn(f"volume {volume} was missing: put back from {path}, {left}")
+            if interrupted:
+                raise KeyboardInterrupt
             return
     except (WarmctlError, OSError) as err:
         reason = err.message if isinstance(err, WarmctlError) else str(err)

@@ -273,3 +273,18 @@ def test_a_volume_podman_made_for_a_failed_restore_is_removed(catalogue: Catalog
     assert "dbdata" not in podman.volumes
     assert podman.volume_calls == ["rm dbdata"]
     assert saved_files(catalogue) == []
+
+
+def test_a_left_copy_is_not_put_back_while_a_running_resume_has_removed_its_volume(
+        catalogue: Catalogue, tmp_path: Path) -> None:
+    podman = snapshot_then_newer_volume(catalogue, tmp_path)
+    older = volumes.VolumePlan(remove_first=["dbdata"])
+    volumes.save_before_removing(catalogue.home, podman, older, Progress())
+    older.saved[0].release()  # killed long ago
+    running = volumes.VolumePlan(remove_first=["dbdata"])
+    volumes.save_before_removing(catalogue.home, podman, running, Progress())
+    volumes.prepare(podman, running, Path("unused"), Progress())  # podman restores next
+    said: list[str] = []
+    volumes.put_back_left_copies(catalogue.home, podman, said.append)
+    assert said == [] and "dbdata" not in podman.volumes
+    assert len(saved_files(catalogue)) == 4
