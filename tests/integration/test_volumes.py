@@ -438,20 +438,36 @@ def test_a_failed_restore_puts_the_volume_back_as_it_was(
     assert saved_copies(warmctl) == []
 
 
+def restoring(target: str) -> bool:
+    """Whether a `podman container restore ... --name target` runs."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            argv = cmdline.read_bytes().split(b"\0")
+            if b"restore" in argv and target.encode() in argv:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("moment", ["volume-removed", "podman-restoring"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_resume_puts_the_volume_back_as_it_was(
         warmctl: Warmctl, containers: Containers, volumes: Callable[[str], str],
-        signum: signal.Signals) -> None:
-    """The interrupt comes once the volume was removed; podman's restore then fails (its port
-    is taken): the volume must come back, whichever step the interrupt met."""
+        signum: signal.Signals, moment: str) -> None:
+    """The interrupt comes once the volume was removed, or once podman restores (it lets
+    podman finish); podman's restore then fails (its port is taken): the volume must come
+    back, whichever step the interrupt met."""
     source, data, ballast = volume_newer_than_its_snapshot(warmctl, containers, volumes)
     replaced = volume_replaced(data)
     with port_taken() as port:
         resume = warmctl.popen("resume", "keeper", "--volumes", "snapshot",
                                "--publish", f"127.0.0.1:{port}:80")
         try:
-            wait_for("the volume's removal", lambda: replaced() or resume.poll() is not None,
-                     interval=0.001)
+            if moment == "volume-removed":
+                wait_for("the volume's removal", lambda: replaced() or resume.poll() is not None,
+                         interval=0.001)
+            else:
+                wait_for("podman's restore", lambda: restoring(source)
+                         or resume.poll() is not None, interval=0.001)
             if signum == signal.SIGINT:
                 os.killpg(resume.pid, signal.SIGINT)  # as a terminal's Ctrl-C
             else:
@@ -512,15 +528,11 @@ def podman_alone_is_done(feeds: Path, target: str) -> None:
     """If warmctl had started podman's restore before it was killed, podman goes on alone:
     unblock a read of the feed's FIFO that has no writer any more (podman then fails, as
     its port is taken), and wait until no podman restores ``target``."""
-    def restoring() -> bool:
+    def still_restoring() -> bool:
         for fifo in feeds.glob("*/archive.tar"):
             with contextlib.suppress(OSError):
                 os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # a reader gets EOF
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-            with contextlib.suppress(OSError):
-                argv = cmdline.read_bytes().split(b"\0")
-                if b"restore" in argv and target.encode() in argv:
-                    return True
-        return False
+        return restoring(target)
 
-    wait_for("podman's restore to end", lambda: not restoring(), timeout=120, interval=0.1)
+    wait_for("podman's restore to end", lambda: not still_restoring(), timeout=120,
+             interval=0.1)
