@@ -438,6 +438,23 @@ def test_a_failed_restore_puts_the_volume_back_as_it_was(
     assert saved_copies(warmctl) == []
 
 
+def test_a_failed_replace_of_a_clone_puts_the_clones_volume_back(
+        warmctl: Warmctl, containers: Containers, volumes: Callable[[str], str]) -> None:
+    _, data, _ = volume_newer_than_its_snapshot(warmctl, containers, volumes)
+    clone = containers.name("clone")
+    warmctl("resume", "keeper", "--name", clone)
+    own = f"{clone}-{data}"
+    (mountpoint(own) / "f").write_text("the clone's own, newer")
+    with port_taken() as port:
+        failed = warmctl("resume", "keeper", "--name", clone, "--replace",
+                         "--publish", f"127.0.0.1:{port}:80", check=False)
+    assert failed.returncode == 4, failed.stderr
+    assert (mountpoint(own) / "f").read_text() == "the clone's own, newer"
+    assert f"volume {own} is as it was (put back from its copy)" in failed.stderr
+    assert saved_copies(warmctl) == []
+    assert (mountpoint(data) / "f").read_text() == PRECIOUS  # the source's: never touched
+
+
 def restoring(target: str) -> bool:
     """Whether a `podman container restore ... --name target` runs."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
