@@ -471,7 +471,7 @@ def _after_failed_restore(catalogue: Catalogue, podman: Podman, snapshot: Snapsh
     # First keep CRIU's log: it lives in the leftover container's directory.
     if isinstance(err, CheckpointError):
         keep_criu_log(catalogue, err, f"{snapshot.name}-restore")
-    if isinstance(err, (LeftUnfinished, TimedOut)):
+    if isinstance(err, (LeftUnfinished, TimedOut)) and not _podman_never_started(err):
         # podman goes on alone: its container is its business, and the copies stay.
         notes = volumes.left_unfinished(plan)
     else:
@@ -486,6 +486,13 @@ def _after_failed_restore(catalogue: Catalogue, podman: Podman, snapshot: Snapsh
     if notes:
         err.message = "; ".join([err.message, *notes])
     return err
+
+
+def _podman_never_started(err: WarmctlError) -> bool:
+    """warmctl left before podman's restore had started, and it never will (waiting.py's
+    gate): nothing goes on alone, so the volumes can be put back at once. Read from the
+    message; if its words change, the copies are merely kept (left_unfinished)."""
+    return "podman had not started it, and will not" in err.message
 
 
 def _refuse_unless_replaceable(catalogue: Catalogue, podman: Podman, snapshot: Snapshot,

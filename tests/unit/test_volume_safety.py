@@ -26,6 +26,7 @@ from warmctl.errors import (
     IntegrityError,
     Interrupted,
     PodmanError,
+    TimedOut,
 )
 from warmctl.output import Progress
 from warmctl.podman import RestoreResult, VolumeSettings
@@ -288,3 +289,35 @@ def test_a_left_copy_is_not_put_back_while_a_running_resume_has_removed_its_volu
     volumes.put_back_left_copies(catalogue.home, podman, said.append)
     assert said == [] and "dbdata" not in podman.volumes
     assert len(saved_files(catalogue)) == 4
+
+
+class LatePodman(RestoringPodman):
+    """Its restore reaches the point where podman's process would start only once
+    ``released`` is set: a time limit passes before podman ever runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.released = threading.Event()
+
+    def restore(self, archive: Path, **options: Any) -> RestoreResult:
+        self.released.wait(30)
+        return super().restore(archive, **options)
+
+
+def test_a_time_limit_before_podman_started_puts_the_volume_back(
+        catalogue: Catalogue, tmp_path: Path) -> None:
+    late = LatePodman(tmp_path, volumes={"dbdata": b"at the snapshot"}, root=tmp_path / "m")
+    late.add("db")
+    take_snapshot(catalogue, late, "db", "db", SnapshotOptions(compress="none"), Progress())
+    del late.containers["db"]
+    late.volumes["dbdata"] = NEWER
+    try:
+        with pytest.raises(TimedOut) as caught:
+            resume_snapshot(catalogue, late, Ref("db"),
+                            ResumeOptions(volumes="snapshot", time_limit=0.05), Progress())
+    finally:
+        late.released.set()
+    assert "podman had not started it" in caught.value.message
+    assert "volume dbdata is as it was (put back from its copy)" in caught.value.message
+    assert late.volumes["dbdata"] == NEWER
+    assert saved_files(catalogue) == []
