@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import tarfile
@@ -463,6 +464,38 @@ def restoring(target: str) -> bool:
             if b"restore" in argv and target.encode() in argv:
                 return True
     return False
+
+
+def test_a_criu_failure_puts_the_volume_back_as_it_was(
+        warmctl: Warmctl, containers: Containers, volumes: Callable[[str], str],
+        tmp_path: Path) -> None:
+    """CRIU itself fails the restore, after podman made the volume from the snapshot: the
+    `criu` first on PATH runs the real one with one more line in its configuration file, an
+    action script that fails CRIU's pre-restore step (and lets every other step pass)."""
+    source, data, ballast = volume_newer_than_its_snapshot(warmctl, containers, volumes)
+    real = shutil.which("criu", path=warmctl.env["PATH"])
+    assert real is not None
+    broken = tmp_path / "broken-criu"
+    broken.mkdir()
+    script = broken / "fail-pre-restore"
+    script.write_text('#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = pre-restore ] && exit 1\n'
+                      "exit 0\n")
+    script.chmod(0o755)
+    config = broken / "criu.conf"
+    (broken / "criu").write_text(
+        "#!/bin/sh\n"
+        f'{{ [ -n "$CRIU_CONFIG_FILE" ] && cat "$CRIU_CONFIG_FILE"; '
+        f"echo 'action-script {script}'; }} > {config}\n"
+        f'CRIU_CONFIG_FILE={config} exec {real} "$@"\n')
+    (broken / "criu").chmod(0o755)
+    failed = warmctl("resume", "keeper", "--volumes", "snapshot", check=False,
+                     env={"PATH": f"{broken}{os.pathsep}{warmctl.env['PATH']}"})
+    assert failed.returncode == 7, failed.stderr
+    assert_as_it_was(data, ballast)
+    assert "criu failed" in failed.stderr  # runc's words: CRIU ended the restore
+    assert f"volume {data} is as it was (put back from its copy)" in failed.stderr
+    assert containers.state(source) is None
+    assert saved_copies(warmctl) == []
 
 
 @pytest.mark.parametrize("moment", ["volume-removed", "podman-restoring"])
