@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -454,6 +455,37 @@ def test_a_failed_replace_of_a_clone_puts_the_clones_volume_back(
     assert f"volume {own} is as it was (put back from its copy)" in failed.stderr
     assert saved_copies(warmctl) == []
     assert (mountpoint(data) / "f").read_text() == PRECIOUS  # the source's: never touched
+
+
+def test_a_volume_that_cannot_be_saved_is_not_removed(
+        containers: Containers, volumes: Callable[[str], str], tmp_path: Path) -> None:
+    """The catalogue on a small tmpfs: the archive fits, the volume's copy does not. Resume
+    must fail before it removes anything (exit 10: the disk is full)."""
+    home = tmp_path / "small"
+    home.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(home)],
+                   check=True)
+    try:
+        warmctl = Warmctl(home)
+        source, data = containers.name("keeper"), volumes("data")
+        podman("run", "-d", "--name", source, "-v", f"{data}:/data", IMAGES["busybox"],
+               "sh", "-c", "echo at-the-snapshot > /data/f; while true; do sleep 1; done")
+        wait_for("the container to write", lambda: (mountpoint(data) / "f").exists())
+        ballast = os.urandom(2 << 20)
+        (mountpoint(data) / "ballast").write_bytes(ballast)
+        warmctl("snapshot", "--compress", "none", source, "keeper")
+        podman("rm", "--force", "--time", "0", source)
+        (mountpoint(data) / "f").write_text(PRECIOUS)
+
+        failed = warmctl("resume", "keeper", "--volumes", "snapshot", check=False)
+        assert failed.returncode == 10, failed.stderr
+        assert (mountpoint(data) / "f").read_text() == PRECIOUS
+        assert (mountpoint(data) / "ballast").read_bytes() == ballast
+        assert f"cannot save volume {data}'s content before replacing it" in failed.stderr
+        assert f"volume {data} is as it was (nothing was removed)" in failed.stderr
+        assert saved_copies(warmctl) == [] and not list((home / "saved-volumes").iterdir())
+    finally:
+        subprocess.run(["umount", str(home)], check=False)
 
 
 def restoring(target: str) -> bool:
