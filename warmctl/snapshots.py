@@ -393,6 +393,8 @@ def resume_snapshot(
         progress.phase("comparing hosts")
         hostcompat.check_before_resume(snapshot, podman, criu_version, strict=options.strict,
                                        warn=warn or (lambda _: None))
+    # Copies of volumes that a resume killed outright left behind (volumes.py).
+    volumes.put_back_left_copies(catalogue.home, podman, warn or (lambda _: None))
     target = options.name or snapshot.container_name
     with claim_name(target) as name_claim:
         existing = podman.inspect_container(target)
@@ -411,34 +413,86 @@ def resume_snapshot(
             plan = volumes.plan_for_restore(podman, held.path, target=target,
                                             source_container=snapshot.container_name,
                                             mode=options.volumes, replacing=existing)
-            if existing is not None:
+            if existing is not None or plan.remove_first:
                 # Otherwise the digest is checked while podman reads; here a damaged archive
-                # must not cost the user the container it was to replace.
-                progress.phase("verifying digest")
-                try:
-                    check_digest(snapshot, held.path, progress)
-                except KeyboardInterrupt:
-                    raise Interrupted(f"interrupted while verifying {snapshot.ref}'s archive: "
-                                      f"{target} is as it was ({existing.state})") from None
+                # must not cost the user the container or the volumes it was to replace.
+                _check_before_replacing(snapshot, held.path, plan, target, existing, progress)
+            if existing is not None:
                 progress.phase(f"removing container {target}")
                 podman.remove_container(existing.id)
             progress.phase("restoring")
             if snapshot.plain_bytes is not None:
                 progress.expect(snapshot.plain_bytes)
             try:
+                # Before a volume is removed, its content is on disk (volumes.py): a failure
+                # from here on puts it back as it was.
+                volumes.save_before_removing(catalogue.home, podman, plan, progress)
                 volumes.prepare(podman, plan, held.path, progress)
                 restored, interrupted = _restore_through_feed(held.path, snapshot, podman,
                                                               name_claim, options, progress,
                                                               plan)
             except (WarmctlError, KeyboardInterrupt) as err:
-                # First keep CRIU's log: it lives in the leftover container's directory.
-                if isinstance(err, CheckpointError):
-                    keep_criu_log(catalogue, err, f"{snapshot.name}-restore")
-                _remove_created(podman, name_claim, err)
-                if not isinstance(err, (LeftUnfinished, TimedOut)):
-                    volumes.undo(podman, plan)
-                raise
+                reported = _after_failed_restore(catalogue, podman, snapshot, name_claim, plan,
+                                                 err)
+                if reported is err:
+                    raise
+                raise reported from err
+            volumes.done(plan)
     return dataclasses.replace(_resumed(target, restored, interrupted), volumes=plan.to_list())
+
+
+def _check_before_replacing(snapshot: Snapshot, path: Path, plan: volumes.VolumePlan,
+                            target: str, existing: ContainerInfo | None,
+                            progress: Progress) -> None:
+    """Before resume removes a container or a volume: the archive is the one recorded, and
+    holds every volume's content the restore needs. Any failure here has touched nothing."""
+    untouched = ([f"{target} is as it was ({existing.state})"] if existing is not None else [])
+    untouched += [f"volume {name} is as it was" for name in plan.remove_first]
+    progress.phase("verifying digest")
+    try:
+        check_digest(snapshot, path, progress)
+        if plan.remove_first:
+            volumes.require_volume_tars(plan, path)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted while verifying {snapshot.ref}'s archive: "
+                          f"{'; '.join(untouched)}") from None
+    except WarmctlError as err:
+        if plan.remove_first:
+            err.message += f"; nothing was removed: {', '.join(untouched)}"
+        raise
+
+
+def _after_failed_restore(catalogue: Catalogue, podman: Podman, snapshot: Snapshot,
+                          name_claim: NameClaim, plan: volumes.VolumePlan,
+                          err: WarmctlError | KeyboardInterrupt) -> BaseException:
+    """Clean up after a failed (or interrupted) restore: CRIU's log kept, the container this
+    resume created removed, the volumes put back as they were. Returns the error to raise,
+    saying where each volume the resume was to replace stands."""
+    # First keep CRIU's log: it lives in the leftover container's directory.
+    if isinstance(err, CheckpointError):
+        keep_criu_log(catalogue, err, f"{snapshot.name}-restore")
+    if isinstance(err, (LeftUnfinished, TimedOut)) and not _podman_never_started(err):
+        # podman goes on alone: its container is its business, and the copies stay.
+        notes = volumes.left_unfinished(plan)
+    else:
+        # Both run to their end through a Ctrl-C or SIGTERM meanwhile (the resume fails
+        # either way): a volume is put back only once the container using it is gone.
+        _, again = volumes.through_interrupts(lambda: _remove_created(podman, name_claim, err))
+        notes, again_in_undo = volumes.undo(podman, plan)
+        if again or again_in_undo:
+            log.debug("interrupted again while cleaning up after: %s", err)
+    if isinstance(err, KeyboardInterrupt):
+        return Interrupted("; ".join(["interrupted", *notes])) if notes else err
+    if notes:
+        err.message = "; ".join([err.message, *notes])
+    return err
+
+
+def _podman_never_started(err: WarmctlError) -> bool:
+    """warmctl left before podman's restore had started, and it never will (waiting.py's
+    gate): nothing goes on alone, so the volumes can be put back at once. Read from the
+    message; if its words change, the copies are merely kept (left_unfinished)."""
+    return "podman had not started it, and will not" in err.message
 
 
 def _refuse_unless_replaceable(catalogue: Catalogue, podman: Podman, snapshot: Snapshot,
@@ -618,6 +672,7 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman,
                 log.debug("podman failed after reading only the configuration (%s): "
                           "trying again with the whole archive for every read", fed.reads)
                 _remove_created(podman, name_claim, err)
+                volumes.remove_made_by_podman(podman, plan)  # the retry makes them again
                 continue
         fed.verify()
         return restored, interrupted
