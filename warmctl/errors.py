@@ -7,8 +7,10 @@ boundary in ``warmctl.cli.main.main`` turns them into one line on stderr and an 
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 from pathlib import Path
+from typing import TypeGuard
 
 
 class ExitCode(IntEnum):
@@ -157,3 +159,24 @@ class TimedOut(WarmctlError):
     """warmctl stopped waiting for a checkpoint or restore (--time-limit); podman goes on."""
 
     exit_code = ExitCode.TIMED_OUT
+
+
+# The errnos with which a read fails because the disk or the file system did, not because of
+# the bytes stored: the same read may succeed later, or on another copy.
+_DISK_ERRNOS = frozenset({errno.EIO, errno.ENXIO, errno.ENODEV, errno.ENOMEDIUM,
+                          errno.EREMOTEIO, errno.ESTALE, errno.EUCLEAN})
+
+
+def is_disk_failure(exc: BaseException) -> TypeGuard[OSError]:
+    """Whether ``exc`` is the disk failing a read or write (EIO...), not bad data: gzip's
+    BadGzipFile is an OSError without an errno, and so never counts."""
+    return isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS
+
+
+def disk_read_error(what: Path | str, exc: OSError, *, doing: str = "read") -> DiskIOError:
+    """The error for a read of ``what`` that the disk failed: it says so and, since the file
+    may well be whole, suggests checking the disk, never removing anything."""
+    return DiskIOError(
+        f"cannot {doing} {what}: {exc.strerror or exc}: the disk failed a {doing}; the data "
+        f"itself may be whole",
+        hint="nothing was removed: check the disk (dmesg, smartctl), then retry")
