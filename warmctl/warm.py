@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import time
@@ -195,14 +196,36 @@ def _host_env(plan: WarmPlan) -> dict[str, str]:
 
 
 def _run_host(command: str, env: dict[str, str], timeout: float) -> _Attempt:
-    try:
-        proc = subprocess.run(  # noqa: S603 - the user's own shell command line, by design
-            ["/bin/sh", "-c", command], capture_output=True, text=True, errors="replace",
-            env=env, timeout=max(timeout, 0.1), stdin=subprocess.DEVNULL, check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return _Attempt(False, f"timed out after {timeout:.0f}s")
-    return _Attempt(proc.returncode == 0, _last_output(proc.stdout, proc.stderr, proc.returncode))
+    """Run the user's shell command line. It runs in a session of its own, so that on a
+    timeout (or Ctrl-C) the whole process group goes, not only /bin/sh: a probe's children
+    (``curl ... &``, a pipeline) would otherwise live on, one more set at every attempt."""
+    proc = subprocess.Popen(  # noqa: S603 - the user's own shell command line, by design
+        ["/bin/sh", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, text=True, errors="replace", env=env,
+        start_new_session=True)
+    with proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=max(timeout, 0.1))
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return _Attempt(False, f"timed out after {timeout:.0f}s")
+        except BaseException:
+            _kill_group(proc)
+            raise
+    return _Attempt(proc.returncode == 0, _last_output(stdout, stderr, proc.returncode))
+
+
+_DRAIN_PATIENCE = 2.0  # seconds: what a killed group's pipes may take to close
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the command's process group (its session's: the shell is its leader) and reap
+    the shell. A descendant that left the group and holds the pipes is not waited for long."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=_DRAIN_PATIENCE)
+    proc.wait()
 
 
 def _run_exec(podman: Podman, container: str, command: str, timeout: float) -> _Attempt:
