@@ -25,6 +25,7 @@ empty and not a catalogue is refused before anything in it is created or deleted
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -226,14 +227,30 @@ class HeldArchive(TempFile):
         self.close()
 
 
-def _secure_mkdir(path: Path) -> None:
-    """Create a 0700 directory whatever the umask. An existing one keeps its mode: --home
-    may name a directory that is not warmctl's to change (doctor warns when it is open)."""
+def _secure_mkdir(path: Path, *, existing_too: bool = True) -> None:
+    """A 0700 directory whatever the umask, an existing one too (``existing_too``): the
+    catalogue holds containers' memory. Inside a catalogue whose mark was checked (or a new
+    one), every directory is warmctl's to change."""
     try:
         path.mkdir(mode=0o700, parents=True)
     except FileExistsError:
-        return
-    os.chmod(path, 0o700)  # mkdir's mode was filtered by the umask
+        if not existing_too:
+            return
+    _restrict(path, 0o700)
+
+
+def _restrict(path: Path, mode: int) -> None:
+    """Give ``path`` exactly ``mode`` (mkdir's and SQLite's are filtered by the umask, and an
+    existing file keeps whatever it had). Not on a read-only file system, where nothing can be
+    changed, nor where the file is not this user's (doctor warns of an open mode)."""
+    try:
+        if stat.S_IMODE(path.stat().st_mode) != mode:
+            os.chmod(path, mode)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EPERM):
+            raise
 
 
 class Catalogue:
@@ -255,7 +272,8 @@ class Catalogue:
     def open(self) -> Catalogue:
         entries = self.check_home()
         try:
-            _secure_mkdir(self.home)
+            # An existing home is made 0700 once its catalogue.db proved warmctl's, below.
+            _secure_mkdir(self.home, existing_too=False)
         except OSError as exc:
             raise WarmctlError(f"cannot create the catalogue at {self.home}: {exc.strerror}") \
                 from exc
@@ -265,7 +283,11 @@ class Catalogue:
             db.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
             # Read before anything is written: a database that is not warmctl's is left as is.
             version = self._check_identity(db, entries)
-            os.chmod(self.db_path, 0o600)
+            # The database and SQLite's companions (-wal, -shm: made with the database's mode
+            # when it had another, or kept from an older run) hold the snapshots' records.
+            for name in _SQLITE_FILES:
+                _restrict(self.home / name, 0o600)
+            _restrict(self.home, 0o700)
             db.execute("PRAGMA journal_mode = WAL")
             if version > SCHEMA_VERSION:
                 raise WarmctlError(
@@ -296,6 +318,7 @@ class Catalogue:
         try:
             for directory in (self.archives_dir, self.tmp_dir, self.logs_dir):
                 _secure_mkdir(directory)
+            _restrict(self.home / "rescued", 0o700)  # made when first needed (rescue)
         except OSError as exc:
             db.close()
             raise WarmctlError(f"cannot create the catalogue at {self.home}: {exc.strerror}") \
