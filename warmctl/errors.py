@@ -36,13 +36,14 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.FAILURE: "any failure not listed below",
     ExitCode.USAGE: "usage: unknown option, missing argument, malformed name, reference, port "
-                    "or label, a --home that is not a catalogue",
+                    "or label, a --home that is not a catalogue (or a link to nothing)",
     ExitCode.NOT_FOUND: "not found: no such snapshot, generation or container",
     ExitCode.CONFLICT: "conflict: container name, port or volume already in use",
     ExitCode.INTEGRITY: "integrity: digest mismatch, truncated or unreadable archive or "
                         "catalogue, a pull the signature policy refuses",
     ExitCode.ENVIRONMENT: "environment: podman or CRIU missing or unusable, not root, a registry "
-                          "unreachable or untrusted, a pulled snapshot asking for host access",
+                          "unreachable or untrusted, a pulled snapshot asking for host access, "
+                          "a write to a catalogue on a read-only file system",
     ExitCode.PODMAN_FAILED: "podman or CRIU failed to checkpoint or restore",
     ExitCode.BUSY: "catalogue busy or locked beyond the wait",
     ExitCode.NOT_READY: "warm: warm-up failed or the service never became ready",
