@@ -91,6 +91,8 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
         problem = label_problem(key, value)
         if problem:
             raise UsageError(problem)
+        if key in labels:  # the last one would win unseen: a typo or a script's mistake
+            raise UsageError(f"label {key!r} is given twice: give each label key once")
         labels[key] = value
     return labels
 
