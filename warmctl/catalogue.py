@@ -388,7 +388,7 @@ class Catalogue:
         return HostError(
             f"the catalogue {self.home} is on a read-only file system"
             + (f" ({detail})" if detail else "")
-            + ": only commands that read it (list, show, verify, push, doctor) work there",
+            + ": only commands that read it (list, show, verify, resume, push, doctor) work there",
             hint="remount it read-write, or choose another catalogue with --home or "
                  "WARMCTL_HOME")
 

@@ -568,8 +568,8 @@ def check_catalogue(facts: HostFacts) -> Check:
     problems: list[str] = []
     fixes: list[str] = []
     if cat.read_only:
-        problems.append("on a read-only file system: only list, show, verify, push and doctor "
-                        "work, every other command exits 6")
+        problems.append("on a read-only file system: only list, show, verify, resume, push "
+                        "and doctor work, every other command exits 6")
         fixes.append("remount it read-write")
     if cat.exists and cat.uid != facts.euid:
         problems.append(f"owned by uid {cat.uid}, not by you (uid {facts.euid})")

@@ -1,6 +1,6 @@
 """Catalogues no command can use as usual (issue 21, item 13): doctor fails its catalogue line
 wherever every command would fail, and a catalogue on a read-only mount reads (list, show,
-verify) while every write says read-only and exits 6. The read-only mounts are real: a bind
+verify, resume) while every write says read-only and exits 6. The read-only mounts are real: a bind
 mount remounted read-only (root ignores file modes, so nothing less would do)."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from warmctl.catalogue import Catalogue
 from warmctl.cli import main as cli_main
 from warmctl.errors import ExitCode, HostError
 from warmctl.output import Progress
-from warmctl.snapshots import SnapshotOptions, take_snapshot
+from warmctl.refs import Ref
+from warmctl.snapshots import ResumeOptions, SnapshotOptions, resume_snapshot, take_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 
@@ -83,7 +84,8 @@ def read_only_copy(tmp_path: Path, fake_podman: FakePodman) -> Iterator[tuple[Pa
 
 
 def test_a_read_only_catalogue_reads(
-    read_only_copy: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    read_only_copy: tuple[Path, Path], capsys: pytest.CaptureFixture[str],
+    fake_podman: FakePodman
 ) -> None:
     writable, home = read_only_copy
     before = sorted(str(p.relative_to(writable)) for p in writable.rglob("*"))
@@ -95,6 +97,9 @@ def test_a_read_only_catalogue_reads(
     assert code == 0 and "mc@1\tok" in out, err
     check = doctor.check_catalogue(facts(catalogue=catalogue_facts(home)))
     assert check.status == doctor.WARN and "read-only file system" in check.detail
+    with Catalogue(home).open() as catalogue:  # resume only reads the catalogue
+        resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(name="x"), Progress())
+    assert fake_podman.containers["x"].running
     assert sorted(str(p.relative_to(writable)) for p in writable.rglob("*")) == before
 
 
