@@ -281,6 +281,7 @@ class Catalogue:
         self.swept_on_open: list[Path] = []  # what open() removed from tmp/
         # On a read-only file system (or opened so by doctor): read, never written.
         self.read_only = False
+        self.needs_upgrade = False  # read-only, with a schema from an older (or no) warmctl
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -353,7 +354,9 @@ class Catalogue:
         """SQLite cannot open a WAL database where it cannot write its -shm; ``immutable``
         reads the database file alone, which is whole unless a -wal holds writes not yet
         copied into it (a warmctl killed before it closed): that is refused, not read stale.
-        On a writable file system (doctor) ``mode=ro`` reads with the -wal, as usual."""
+        On a writable file system (doctor) the database is opened as usual (``mode=rw``: never
+        created) and only read: a read-only connection would leave a -wal and -shm behind,
+        where the last connection to close removes them."""
         self.read_only = True
         if DB_NAME not in entries:
             raise self._read_only_error(f"it holds no {DB_NAME}, and none can be made there")
@@ -363,17 +366,23 @@ class Catalogue:
             raise self._read_only_error(
                 f"its last writes are still in {wal.name}, which SQLite can apply only where "
                 "it may write")
-        uri = f"file:{urllib.parse.quote(str(self.db_path))}?mode=ro" + \
-            ("&immutable=1" if on_read_only_fs else "")
+        uri = f"file:{urllib.parse.quote(str(self.db_path))}?" + \
+            ("mode=ro&immutable=1" if on_read_only_fs else "mode=rw")
         try:
             db = sqlite3.connect(uri, uri=True, timeout=self.lock_timeout, isolation_level=None)
             db.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
             version = self._check_identity(db, entries)
-            if version != SCHEMA_VERSION:
+            if version > SCHEMA_VERSION:
+                db.close()
+                raise WarmctlError(f"catalogue {self.db_path} was written by a newer warmctl "
+                                   f"(schema {version}); upgrade warmctl")
+            if version < SCHEMA_VERSION and on_read_only_fs:
                 db.close()
                 raise self._read_only_error(
                     f"its schema ({version}) must be brought to {SCHEMA_VERSION}, a write")
-            db.execute("SELECT count(*) FROM snapshots").fetchone()
+            self.needs_upgrade = version < SCHEMA_VERSION  # done by the next command that
+            if not self.needs_upgrade:                     # opens it writable
+                db.execute("SELECT count(*) FROM snapshots").fetchone()
         except sqlite3.OperationalError as exc:
             raise self._translate(exc) from exc
         except sqlite3.DatabaseError as exc:

@@ -234,7 +234,8 @@ def _database_problem(home: Path) -> str:
     read-only: doctor changes nothing); "" when it reads well."""
     try:
         with Catalogue(home).open(read_only=True) as catalogue:
-            catalogue.list_snapshots()
+            if not catalogue.needs_upgrade:  # else the first command brings it up to date
+                catalogue.list_snapshots()
     except WarmctlError as err:
         return err.message
     return ""

@@ -38,6 +38,19 @@ def catalogue_facts(home: Path) -> doctor.CatalogueFacts:
 def test_random_bytes_as_catalogue_db_fail_doctor_as_every_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """doctor reads the database as commands do: random bytes fail, while a catalogue in use
+    and one whose first open was interrupted (an empty catalogue.db, which the next command
+    fills) pass; doctor changes nothing in any."""
+    with Catalogue(tmp_path / "usable").open():
+        pass
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir(mode=0o700)
+    (interrupted / "catalogue.db").write_bytes(b"")
+    for usable in (tmp_path / "usable", interrupted):
+        before = sorted(p.name for p in usable.iterdir())
+        check = doctor.check_catalogue(facts(catalogue=catalogue_facts(usable)))
+        assert check.status == doctor.OK, check.detail
+        assert sorted(p.name for p in usable.iterdir()) == before
     home = tmp_path / "home"
     home.mkdir()
     (home / "catalogue.db").write_bytes(os.urandom(8192))
@@ -135,3 +148,4 @@ def test_a_read_only_catalogue_with_unapplied_writes_is_refused_not_read_stale(
         assert "read-only file system" in err and "catalogue.db-wal" in err
         check = doctor.check_catalogue(facts(catalogue=catalogue_facts(home)))
         assert check.status == doctor.FAIL and "catalogue.db-wal" in check.detail
+
