@@ -47,10 +47,10 @@ def test_random_bytes_as_catalogue_db_fail_doctor_as_every_command(
     interrupted.mkdir(mode=0o700)
     (interrupted / "catalogue.db").write_bytes(b"")
     for usable in (tmp_path / "usable", interrupted):
-        before = sorted(p.name for p in usable.iterdir())
+        names = sorted(p.name for p in usable.iterdir())
         check = doctor.check_catalogue(facts(catalogue=catalogue_facts(usable)))
         assert check.status == doctor.OK, check.detail
-        assert sorted(p.name for p in usable.iterdir()) == before
+        assert sorted(p.name for p in usable.iterdir()) == names
     home = tmp_path / "home"
     home.mkdir()
     (home / "catalogue.db").write_bytes(os.urandom(8192))
