@@ -7,8 +7,10 @@ boundary in ``warmctl.cli.main.main`` turns them into one line on stderr and an 
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 from pathlib import Path
+from typing import TypeGuard
 
 
 class ExitCode(IntEnum):
@@ -34,13 +36,14 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.FAILURE: "any failure not listed below",
     ExitCode.USAGE: "usage: unknown option, missing argument, malformed name, reference, port "
-                    "or label, a --home that is not a catalogue",
+                    "or label, a --home that is not a catalogue (or a link to nothing)",
     ExitCode.NOT_FOUND: "not found: no such snapshot, generation or container",
     ExitCode.CONFLICT: "conflict: container name, port or volume already in use",
     ExitCode.INTEGRITY: "integrity: digest mismatch, truncated or unreadable archive or "
                         "catalogue, a pull the signature policy refuses",
     ExitCode.ENVIRONMENT: "environment: podman or CRIU missing or unusable, not root, a registry "
-                          "unreachable or untrusted, a pulled snapshot asking for host access",
+                          "unreachable or untrusted, a pulled snapshot asking for host access, "
+                          "a write to a catalogue on a read-only file system",
     ExitCode.PODMAN_FAILED: "podman or CRIU failed to checkpoint or restore",
     ExitCode.BUSY: "catalogue busy or locked beyond the wait",
     ExitCode.NOT_READY: "warm: warm-up failed or the service never became ready",
@@ -157,3 +160,24 @@ class TimedOut(WarmctlError):
     """warmctl stopped waiting for a checkpoint or restore (--time-limit); podman goes on."""
 
     exit_code = ExitCode.TIMED_OUT
+
+
+# The errnos with which a read fails because the disk or the file system did, not because of
+# the bytes stored: the same read may succeed later, or on another copy.
+_DISK_ERRNOS = frozenset({errno.EIO, errno.ENXIO, errno.ENODEV, errno.ENOMEDIUM,
+                          errno.EREMOTEIO, errno.ESTALE, errno.EUCLEAN})
+
+
+def is_disk_failure(exc: BaseException) -> TypeGuard[OSError]:
+    """Whether ``exc`` is the disk failing a read or write (EIO...), not bad data: gzip's
+    BadGzipFile is an OSError without an errno, and so never counts."""
+    return isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS
+
+
+def disk_read_error(what: Path | str, exc: OSError, *, doing: str = "read") -> DiskIOError:
+    """The error for a read of ``what`` that the disk failed: it says so and, since the file
+    may well be whole, suggests checking the disk, never removing anything."""
+    return DiskIOError(
+        f"cannot {doing} {what}: {exc.strerror or exc}: the disk failed a {doing}; the data "
+        f"itself may be whole",
+        hint="nothing was removed: check the disk (dmesg, smartctl), then retry")

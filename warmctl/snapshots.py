@@ -36,6 +36,7 @@ from warmctl.diagnose import criu_errors, diagnose
 from warmctl.errors import (
     CheckpointError,
     ConflictError,
+    DiskIOError,
     HostError,
     IntegrityError,
     Interrupted,
@@ -90,6 +91,8 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
         problem = label_problem(key, value)
         if problem:
             raise UsageError(problem)
+        if key in labels:  # the last one would win unseen: a typo or a script's mistake
+            raise UsageError(f"label {key!r} is given twice: give each label key once")
         labels[key] = value
     return labels
 
@@ -524,13 +527,15 @@ def _refuse_unless_replaceable(catalogue: Catalogue, podman: Podman, snapshot: S
 
 def _remove_created(podman: Podman, name_claim: NameClaim, err: BaseException) -> None:
     """After a failed restore, remove the container this resume created (a damaged
-    archive's even when running), by its id; never whatever else holds the name. Not when
-    warmctl left podman to finish alone: its container is podman's business then."""
+    archive's even when running, and one whose digest the disk failed to read: not proved
+    the recorded archive), by its id; never whatever else holds the name. Not when warmctl
+    left podman to finish alone: its container is podman's business then."""
     if isinstance(err, (LeftUnfinished, TimedOut)):
         return
     with contextlib.suppress(WarmctlError):
         created = name_claim.created_container(podman)
-        if created is not None and (isinstance(err, IntegrityError) or not created.running):
+        if created is not None and (isinstance(err, (IntegrityError, DiskIOError))
+                                    or not created.running):
             podman.remove_container(created.id)
 
 
@@ -731,9 +736,12 @@ class VerifyResult:
     snapshot: Snapshot
     ok: bool
     problem: str = ""
+    # The disk failed a read (EIO): not proved corrupt, and not to be removed for it.
+    disk_failure: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ref": self.snapshot.ref, "ok": self.ok, "problem": self.problem or None}
+        return {"ref": self.snapshot.ref, "ok": self.ok, "problem": self.problem or None,
+                "disk_failure": self.disk_failure}
 
 
 def verify_snapshot(catalogue: Catalogue, snapshot: Snapshot, progress: Progress) -> VerifyResult:
@@ -745,6 +753,8 @@ def verify_snapshot(catalogue: Catalogue, snapshot: Snapshot, progress: Progress
             archive.verify_structure(held.path)
     except IntegrityError as err:
         return VerifyResult(snapshot, False, err.message)
+    except DiskIOError as err:
+        return VerifyResult(snapshot, False, err.message, disk_failure=True)
     return VerifyResult(snapshot, True)
 
 

@@ -448,3 +448,24 @@ def test_a_failed_restore_in_place_keeps_the_container_and_its_checkpoint(
         resume_snapshot(catalogue, stored_podman, Ref("mc"), ResumeOptions(), Progress())
     assert stored_podman.containers["mc"].id == source.id
     assert (stored_podman.storage / source.id / "checkpoint").is_dir()  # type: ignore[operator]
+
+
+def test_a_label_key_given_twice_is_a_usage_error_naming_it() -> None:
+    with pytest.raises(WarmctlError) as info:
+        parse_labels(["tier=cache", "owner=me", "tier=db"])
+    assert info.value.exit_code == ExitCode.USAGE
+    assert "'tier'" in info.value.message and "twice" in info.value.message
+
+
+def test_snapshot_and_warm_refuse_a_label_key_given_twice_before_podman(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warmctl.cli import main as cli_main
+
+    monkeypatch.setenv("WARMCTL_PODMAN", str(tmp_path / "no-podman-here"))
+    for verb in (["snapshot", "c", "n"], ["warm", "localhost/img", "n", "--ready-tcp", "80"]):
+        code = cli_main.main(["--home", str(tmp_path / "home"), *verb,
+                              "--label", "tier=cache", "--label", "tier=db"])
+        err = capsys.readouterr().err
+        assert code == ExitCode.USAGE, err
+        assert "label 'tier' is given twice" in err

@@ -30,7 +30,7 @@ from warmctl.cli import (
     warm,
 )
 from warmctl.cli.options import flag
-from warmctl.errors import ExitCode, WarmctlError
+from warmctl.errors import ExitCode, WarmctlError, disk_read_error, is_disk_failure
 
 if TYPE_CHECKING:
     from typer._click.core import Command
@@ -202,6 +202,12 @@ def _run(command: Command, argv: list[str] | None, debug: bool,
     except OSError as exc:
         if debug:
             raise
+        if is_disk_failure(exc):  # its own exit code, and no hint to remove anything
+            from warmctl.output import Output
+
+            error = disk_read_error(exc.filename or "a file", exc, doing="read or write")
+            Output().error(error)
+            return error.exit_code
         where = f": {exc.filename}" if exc.filename else ""
         _say(f"warmctl: error: {exc.strerror or exc}{where}")
         return ExitCode.FAILURE
