@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -129,7 +130,7 @@ class Freezer:
         guard = subprocess.Popen(  # noqa: S603 - this Python, a fixed script, no shell
             [sys.executable, "-c", _GUARD_SCRIPT, str(self.control), thawed],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, text=True)
+            start_new_session=True, text=True, preexec_fn=_ignore_stop_signals)
         try:
             yield
         finally:
@@ -151,6 +152,17 @@ class Freezer:
             return self.control.read_text().strip() == "FROZEN"
         events = (self.control.parent / "cgroup.events").read_text().split()
         return "frozen" in events and events[events.index("frozen") + 1] == "1"
+
+
+def _ignore_stop_signals() -> None:
+    """In the guard, before it runs: SIGTERM, SIGHUP and SIGINT are ignored (and stay so
+    through exec), so that a signal sent to warmctl and its guard together (systemd's stop
+    signals the unit's whole cgroup, a closed terminal its session) leaves the guard watching;
+    it thaws when warmctl dies or ends. Set before exec, not by the script: a signal while
+    Python starts would otherwise kill it. Against SIGKILL of both nothing in the same cgroup
+    can help: the container stays frozen only if that comes while it is frozen."""
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 # The guard: reads its stdin to the end; unless warmctl said it thawed, it thaws.

@@ -9,6 +9,7 @@ smaller number than the file already holds.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -336,6 +337,55 @@ def test_a_killed_snapshot_never_leaves_the_container_frozen(
         _, stderr = snapshot.communicate()
     assert snapshot.returncode == -signal.SIGKILL, \
         f"the snapshot ended (exit {snapshot.returncode}) before the freeze was seen: {stderr}"
+    wait_for("the guard to thaw the container", lambda: freezer_state(source) == "THAWED")
+    counted = len(counts(data))
+    wait_for("the counter to go on", lambda: len(counts(data)) > counted + 1000)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def freezer_guard_of(warmctl_pid: int, freezer: Path) -> int:
+    """The guard process of warmctl's freeze: the child that was handed the freezer's file."""
+    for child in children_of(warmctl_pid):
+        with contextlib.suppress(OSError):
+            if str(freezer).encode() in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+    raise AssertionError("warmctl has no freezer guard while the container is frozen")
+
+
+def test_sigterm_to_warmctl_and_its_guard_then_sigkill_never_leaves_the_container_frozen(
+        warmctl: Warmctl, containers: Containers, volumes: Callable[[str], str]) -> None:
+    # What systemd's stop does to a unit's whole cgroup: SIGTERM to every process, warmctl
+    # and its freezer guard alike; then (the stop timeout passing) SIGKILL. The guard must
+    # outlive the SIGTERM to thaw the container once warmctl is killed.
+    source, data = containers.name("counter"), volumes("data")
+    start_counter(source, data)
+    (mountpoint(data) / "ballast").write_bytes(os.urandom(256 << 20))  # a longer freeze
+    freezer = freezer_file(source)
+    snapshot = warmctl.popen("snapshot", "--leave-running", source, "counter")
+    try:
+        wait_for("the freeze", lambda: freezer.read_text().strip() == "FROZEN"
+                 or snapshot.poll() is not None, timeout=120, interval=0.002)
+        guard = freezer_guard_of(snapshot.pid, freezer)
+        os.kill(snapshot.pid, signal.SIGTERM)
+        os.kill(guard, signal.SIGTERM)
+        assert freezer.read_text().strip() == "FROZEN", "the freeze ended before the signals"
+    finally:
+        snapshot.kill()  # as kill -9: no finally runs in warmctl
+        _, stderr = snapshot.communicate()
+    assert snapshot.returncode == -signal.SIGKILL, \
+        f"the snapshot ended (exit {snapshot.returncode}) before it was killed: {stderr}"
     wait_for("the guard to thaw the container", lambda: freezer_state(source) == "THAWED")
     counted = len(counts(data))
     wait_for("the counter to go on", lambda: len(counts(data)) > counted + 1000)
