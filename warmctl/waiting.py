@@ -22,7 +22,14 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from warmctl.errors import Interrupted, LeftUnfinished, TimedOut, WarmctlError
+from warmctl.errors import (
+    Interrupted,
+    LeftUnfinished,
+    TimedOut,
+    WarmctlError,
+    interrupt_again,
+    interruption,
+)
 from warmctl.output import Progress
 from warmctl.podman import SpawnGate, spawning_through
 from warmctl.units import format_duration
@@ -110,8 +117,8 @@ class PodmanCall(Generic[T]):
 
     def _say_interrupted(self, progress: Progress) -> None:
         log.debug("interrupted: waiting for %s", self.what)
-        progress.phase(f"interrupted: letting podman finish {self.what} "
-                       "(Ctrl-C again leaves it to finish alone)")
+        progress.phase(f"{interruption()}: letting podman finish {self.what} "
+                       f"({interrupt_again()} leaves it to finish alone)")
 
     def _timed_out(self) -> TimedOut:
         assert self._time_limit is not None
