@@ -179,6 +179,21 @@ def test_crun_without_libcriu_is_refused_before_the_container_is_touched(
     assert snap(catalogue, fake_podman) == "mc@1"
 
 
+def test_a_source_holding_an_unrecorded_checkpoint_is_refused_naming_how_to_bring_it_back(
+    catalogue: Catalogue, fake_podman: FakePodman
+) -> None:
+    # Such a checkpoint is what a stopping snapshot whose export failed leaves: the memory may
+    # be in podman's storage only, and `podman start` or --replace would lose it.
+    fake_podman.add("looper")
+    snap(catalogue, fake_podman, container="looper", name="looper")  # stops it
+    with pytest.raises(ConflictError) as info:
+        resume_snapshot(catalogue, fake_podman, Ref("looper"), ResumeOptions(), Progress())
+    assert "its memory may be in podman's storage only" in info.value.message
+    assert info.value.hint is not None
+    assert info.value.hint.startswith("bring it back warm with: podman container restore "
+                                      "looper, then record it with: warmctl snapshot looper")
+
+
 def test_a_stopped_source_whose_checkpoint_storage_does_not_show_is_replaced_only_when_asked(
     catalogue: Catalogue, fake_podman: FakePodman
 ) -> None:
