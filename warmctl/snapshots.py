@@ -225,8 +225,11 @@ def _checkpoint_into(
 
     def stopped_by_checkpoint() -> bool:
         """podman's checkpoint succeeded and stopped the container: the export is now the
-        only copy of its memory."""
-        return not options.leave_running and running is not None and running.succeeded()
+        only copy of its memory. (podman 4.3 says it succeeded when CRIU was killed by a
+        signal, as systemd's stop sends one to a unit's whole cgroup: then the container runs
+        on and the export is empty; nothing is to be rescued.)"""
+        return (not options.leave_running and running is not None and running.succeeded()
+                and not _still_running(podman, container_id))
 
     with contextlib.ExitStack() as stack:
         export = stack.enter_context(catalogue.new_temp_file(".plain")).path if ours else dest
@@ -265,8 +268,24 @@ def _checkpoint_into(
                 digest = (transcode.compress_zstd(export, dest, progress.advance) if ours
                           else archive.sha256_file(dest, progress.advance))
             progress.phase("checking the checkpoint")
-            _require_complete_checkpoint(export, container_id)
+            try:
+                _require_complete_checkpoint(export, container_id)
+            except CheckpointError as err:
+                if _still_running(podman, container_id):
+                    err.message += f"; container {container_id[:12]} runs on: nothing was lost"
+                if interrupted:
+                    # The signal most likely reached CRIU too, not another checkpoint.
+                    raise Interrupted(f"interrupted, and meanwhile {err.message}",
+                                      hint="snapshot again") from err
+                raise
             return result, digest, export.stat().st_size if ours else None, interrupted
+
+
+def _still_running(podman: Podman, container_id: str) -> bool:
+    with contextlib.suppress(WarmctlError):
+        info = podman.inspect_container(container_id)
+        return info is not None and info.running
+    return False
 
 
 def _say_if_stopped(podman: Podman, container_id: str, err: CheckpointError) -> None:

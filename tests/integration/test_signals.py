@@ -10,6 +10,7 @@ through the real CLI on a real podman and memcached (a few MiB):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import signal
@@ -219,3 +220,59 @@ def test_a_full_disk_during_a_stopping_snapshot_brings_the_container_back_and_sa
     assert state(name)[0] == "running"
     assert_all_back(port, items)
     assert refs(warmctl) == []
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every descendant, whatever their session (podman runs in its own)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def criu_dumping(root: int) -> bool:
+    """CRIU (runc's `criu swrk`) runs under warmctl: the checkpoint is being dumped."""
+    for pid in process_tree(root):
+        try:
+            words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"swrk" in words and any(word.endswith(b"criu") for word in words):
+            return True
+    return False
+
+
+def test_sigterm_to_the_whole_process_tree_while_criu_dumps_loses_nothing(
+        warmctl: Warmctl, containers: Containers) -> None:
+    # systemd's stop signals every process of the unit's cgroup: warmctl, podman, runc and
+    # CRIU. CRIU then gives up and the container runs on, while podman 4.3 reports success
+    # with an empty export: that must neither pass for a rescued memory nor lose anything.
+    name, port, items = start_memcached(containers)
+    snapshot = warmctl.popen("snapshot", name, "mc")
+    wait_for("CRIU", lambda: criu_dumping(snapshot.pid) or snapshot.poll() is not None,
+             interval=0.002)
+    for pid in process_tree(snapshot.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    _, stderr = snapshot.communicate(timeout=300)
+    assert snapshot.returncode == 143, stderr
+    assert stderr.startswith("warmctl: error: terminated (SIGTERM)"), stderr
+    if refs(warmctl) == ["mc@1"]:  # CRIU had finished: recorded, as after warmctl's signal
+        assert state(name) == ("exited", True)
+        warmctl("resume", "mc")
+    else:
+        assert refs(warmctl) == []
+        assert state(name)[0] == "running", stderr
+        assert "runs on: nothing was lost" in stderr
+        assert not list((warmctl.home / "rescued").glob("*")), "an empty export was 'rescued'"
+    assert_all_back(port, items)
