@@ -377,10 +377,13 @@ def test_sigterm_to_warmctl_and_its_guard_then_sigkill_never_leaves_the_containe
     try:
         wait_for("the freeze", lambda: freezer.read_text().strip() == "FROZEN"
                  or snapshot.poll() is not None, timeout=120, interval=0.002)
+        # Held where it is (a loaded machine must not let the thaw come first), warmctl
+        # then gets its SIGTERM with the guard, and SIGKILL while the container is frozen.
+        os.kill(snapshot.pid, signal.SIGSTOP)
+        assert freezer.read_text().strip() == "FROZEN", "the freeze ended before the signals"
         guard = freezer_guard_of(snapshot.pid, freezer)
         os.kill(snapshot.pid, signal.SIGTERM)
         os.kill(guard, signal.SIGTERM)
-        assert freezer.read_text().strip() == "FROZEN", "the freeze ended before the signals"
     finally:
         snapshot.kill()  # as kill -9: no finally runs in warmctl
         _, stderr = snapshot.communicate()
