@@ -61,7 +61,7 @@ from warmctl.podman import (
 )
 from warmctl.refs import Ref, is_valid_name, validate_name
 from warmctl.retention import Decision, Generation, Policy, plan_prune, summarize_plan
-from warmctl.waiting import PodmanCall
+from warmctl.waiting import DeferredInterrupts, PodmanCall
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,9 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
     # CPU, which lengthened CRIU's freeze or the export on two cores.
     versions = hostcache.host_versions(podman)
     require_runtime_can_checkpoint(versions)
+    # Once the checkpoint has stopped the container, an interrupt waits until the snapshot is
+    # recorded (a second one leaves, its export kept in rescued/), as one waits for podman.
+    deferred = DeferredInterrupts(progress, "recording the snapshot")
     with contextlib.ExitStack() as stack:
         archive_file = stack.enter_context(catalogue.new_temp_file())
         # Named volumes are tarred at the memory's instant (volumes.py): frozen meanwhile.
@@ -168,7 +171,8 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
         with volumes.captured_at_one_instant(info, leave_running=options.leave_running,
                                              progress=progress) as capture:
             result, digest, plain_bytes, interrupted = _checkpoint_into(
-                catalogue, podman, info.id, name, options, archive_file.path, capture.progress)
+                catalogue, podman, info.id, name, options, archive_file.path, capture.progress,
+                once_stopped=lambda already: stack.enter_context(deferred.after(already)))
         with _rescue_on_failure(catalogue, archive_file.path, name,
                                 armed=lambda: not options.leave_running):
             progress.phase("publishing")
@@ -181,7 +185,7 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
                        **({} if options.leave_running else _in_place_extra(podman, info.id))},
             )
             snapshot = catalogue.publish(archive_file, record, sha256=digest)
-    if interrupted:
+    if interrupted or deferred.received:
         raise Interrupted(
             f"interrupted after podman had stopped {info.name}: its state is recorded as "
             f"{snapshot.ref}, so that it is not lost", hint=f"warmctl resume {snapshot.ref}")
@@ -191,9 +195,12 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
 def _checkpoint_into(
     catalogue: Catalogue, podman: Podman, container_id: str, name: str,
     options: SnapshotOptions, dest: Path, progress: Progress,
+    once_stopped: Callable[[bool], object] = lambda _: None,
 ) -> tuple[CheckpointResult, str, int | None, bool]:
     """Checkpoint into ``dest``. Returns podman's result, the archive's sha256, the plain
     tar's size (when warmctl compressed it) and whether the user pressed Ctrl-C meanwhile.
+    ``once_stopped`` is called as soon as podman's checkpoint has stopped the container,
+    told whether the user interrupted already.
 
     For zstd, podman writes a plain tar and warmctl compresses it on all cores while podman
     is still writing (see warmctl/transcode.py); gzip and none podman writes itself.
@@ -263,6 +270,8 @@ def _checkpoint_into(
             if interrupted and options.leave_running:
                 raise Interrupted(f"interrupted: podman finished the checkpoint and container "
                                   f"{container_id[:12]} kept running; nothing was recorded")
+            if not options.leave_running:
+                once_stopped(interrupted)
             if digest is None:
                 progress.phase("compressing" if ours else "hashing")
                 digest = (transcode.compress_zstd(export, dest, progress.advance) if ours
