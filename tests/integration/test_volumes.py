@@ -10,10 +10,13 @@ smaller number than the file already holds.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -390,5 +393,72 @@ def test_sigterm_to_warmctl_and_its_guard_then_sigkill_never_leaves_the_containe
     assert snapshot.returncode == -signal.SIGKILL, \
         f"the snapshot ended (exit {snapshot.returncode}) before it was killed: {stderr}"
     wait_for("the guard to thaw the container", lambda: freezer_state(source) == "THAWED")
+    counted = len(counts(data))
+    wait_for("the counter to go on", lambda: len(counts(data)) > counted + 1000)
+
+
+@contextlib.contextmanager
+def unit_cgroup() -> Iterator[list[Path]]:
+    """A cgroup of its own in the hierarchies systemd tracks a unit's processes by (the
+    named v1 one and v2's), as a unit gets: yields their cgroup.procs files. Removed after."""
+    made = []
+    for root in (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"),
+                 Path("/sys/fs/cgroup")):
+        if (root / "cgroup.procs").is_file():
+            group = root / f"warmctl-test-{os.getpid()}"
+            group.mkdir()
+            made.append(group)
+    assert made, "no cgroup hierarchy systemd could track a unit by"
+    try:
+        yield [group / "cgroup.procs" for group in made]
+    finally:
+        for group in made:
+            wait_for(f"{group} to empty", functools.partial(cgroup_is_empty, group))
+            group.rmdir()
+
+
+def cgroup_is_empty(group: Path) -> bool:
+    return not (group / "cgroup.procs").read_text().split()
+
+
+def signal_cgroup(procs_files: list[Path], signum: int) -> None:
+    """What systemd does to a unit's cgroup on stop: the signal to every process in it."""
+    for procs in procs_files:
+        for pid in procs.read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signum)
+
+
+def test_a_units_stop_timeout_during_the_freeze_never_leaves_the_container_frozen(
+        warmctl: Warmctl, containers: Containers, volumes: Callable[[str], str]) -> None:
+    # systemd's stop: SIGTERM to every process of the unit's cgroup (warmctl, its guard,
+    # podman, runc, CRIU), and when the stop timeout passes, SIGKILL to all. The guard must
+    # be out of reach of both to thaw the container.
+    source, data = containers.name("counter"), volumes("data")
+    start_counter(source, data)
+    (mountpoint(data) / "ballast").write_bytes(os.urandom(256 << 20))  # a longer freeze
+    freezer = freezer_file(source)
+    with unit_cgroup() as unit:
+        def join_unit() -> None:
+            for procs in unit:
+                procs.write_text("0")
+
+        snapshot = subprocess.Popen(
+            [sys.executable, "-m", "warmctl", "snapshot", "--leave-running", source, "counter"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=warmctl.env,
+            stdin=subprocess.DEVNULL, preexec_fn=join_unit)
+        try:
+            wait_for("the freeze", lambda: freezer.read_text().strip() == "FROZEN"
+                     or snapshot.poll() is not None, timeout=120, interval=0.002)
+            os.kill(snapshot.pid, signal.SIGSTOP)  # held there: the thaw cannot come first
+            assert freezer.read_text().strip() == "FROZEN", "the freeze ended before the stop"
+            freezer_guard_of(snapshot.pid, freezer)
+            signal_cgroup(unit, signal.SIGTERM)
+            signal_cgroup(unit, signal.SIGKILL)  # the stop timeout passed
+        finally:
+            snapshot.kill()
+            _, stderr = snapshot.communicate()
+        assert snapshot.returncode == -signal.SIGKILL, stderr
+        wait_for("the guard to thaw the container", lambda: freezer_state(source) == "THAWED")
     counted = len(counts(data))
     wait_for("the counter to go on", lambda: len(counts(data)) > counted + 1000)
