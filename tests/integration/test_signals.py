@@ -276,3 +276,17 @@ def test_sigterm_to_the_whole_process_tree_while_criu_dumps_loses_nothing(
         assert "runs on: nothing was lost" in stderr
         assert not list((warmctl.home / "rescued").glob("*")), "an empty export was 'rescued'"
     assert_all_back(port, items)
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=["SIGTERM", "SIGHUP"])
+def test_signal_while_warm_waits_for_readiness_removes_its_container(
+        warmctl: Warmctl, containers: Containers, tmp_path: Path, signum: int) -> None:
+    name, probed = containers.name("warm"), tmp_path / "probed"
+    warm = warmctl.popen("warm", IMAGES["memcached"], "warmed", "--container", name,
+                         "--ready", f"touch {probed}; false")
+    signal_when(warm, signum, probed.exists, "the first readiness probe")
+    _, stderr = warm.communicate(timeout=300)
+    assert warm.returncode == EXIT[signum], stderr
+    assert stderr == f"warmctl: error: {SAID[signum]}\n"
+    assert containers.state(name) is None
+    assert refs(warmctl) == []
