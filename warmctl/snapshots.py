@@ -339,9 +339,9 @@ def _bring_back_if_stopped(podman: Podman, container_id: str, err: CheckpointErr
                     tcp_established=options.tcp_established, in_place=True)) as criu_bin:
                 podman.restore_in_place(container_id, tcp_established=options.tcp_established,
                                         file_locks=options.file_locks, criu_bin=criu_bin)
-        except WarmctlError as restore_err:
+        except (WarmctlError, OSError) as restore_err:
             log.debug("restoring %s in place after the failed checkpoint: %s", short,
-                      restore_err.message)
+                      restore_err)
             err.message += (f"; podman had already stopped {info.name}: its memory is still "
                             f"in the checkpoint podman keeps in its storage, and warmctl could "
                             f"not restore it from there")
