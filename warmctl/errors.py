@@ -8,6 +8,7 @@ boundary in ``warmctl.cli.main.main`` turns them into one line on stderr and an 
 from __future__ import annotations
 
 import errno
+import signal
 from enum import IntEnum
 from pathlib import Path
 from typing import TypeGuard
@@ -181,3 +182,44 @@ def disk_read_error(what: Path | str, exc: OSError, *, doing: str = "read") -> D
         f"cannot {doing} {what}: {exc.strerror or exc}: the disk failed a {doing}; the data "
         f"itself may be whole",
         hint="nothing was removed: check the disk (dmesg, smartctl), then retry")
+
+
+# SIGTERM or SIGHUP, when one interrupted warmctl (cli/main.py's handler notes it): they are
+# handled as Ctrl-C, and messages name them, so that a journal says what stopped warmctl.
+_termination_signal: int | None = None
+
+_INTERRUPTION_NAMES: dict[int, str] = {signal.SIGTERM: "terminated (SIGTERM)",
+                                       signal.SIGHUP: "hung up (SIGHUP)"}
+_SIGNAL_NAMES: dict[int, str] = {signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
+def note_termination_signal(signum: int | None) -> None:
+    global _termination_signal
+    _termination_signal = signum
+
+
+def termination_signal() -> int | None:
+    """The SIGTERM or SIGHUP that interrupted warmctl, if one did (None: none, or Ctrl-C)."""
+    return _termination_signal
+
+
+def interruption() -> str:
+    """What interrupted warmctl, as messages begin: "interrupted" (Ctrl-C), "terminated
+    (SIGTERM)" or "hung up (SIGHUP)"."""
+    if _termination_signal is None:
+        return "interrupted"
+    return _INTERRUPTION_NAMES.get(_termination_signal, "interrupted")
+
+
+def named_interruption(message: str) -> str:
+    """``message``, an interruption's ("interrupted ..."), naming the signal that caused it."""
+    if _termination_signal is not None and message.startswith("interrupted"):
+        return interruption() + message[len("interrupted"):]
+    return message
+
+
+def interrupt_again() -> str:
+    """What leaves at once, the wait for podman included: as the user would do it again."""
+    if _termination_signal not in _SIGNAL_NAMES:
+        return "Ctrl-C again"
+    return f"another {_SIGNAL_NAMES[_termination_signal]}"

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,7 +61,7 @@ from warmctl.podman import (
 )
 from warmctl.refs import Ref, is_valid_name, validate_name
 from warmctl.retention import Decision, Generation, Policy, plan_prune, summarize_plan
-from warmctl.waiting import PodmanCall
+from warmctl.waiting import DeferredInterrupts, PodmanCall
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +162,9 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
     # CPU, which lengthened CRIU's freeze or the export on two cores.
     versions = hostcache.host_versions(podman)
     require_runtime_can_checkpoint(versions)
+    # Once the checkpoint has stopped the container, an interrupt waits until the snapshot is
+    # recorded (a second one leaves, its export kept in rescued/), as one waits for podman.
+    deferred = DeferredInterrupts(progress, "recording the snapshot")
     with contextlib.ExitStack() as stack:
         archive_file = stack.enter_context(catalogue.new_temp_file())
         # Named volumes are tarred at the memory's instant (volumes.py): frozen meanwhile.
@@ -168,7 +173,8 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
         with volumes.captured_at_one_instant(info, leave_running=options.leave_running,
                                              progress=progress) as capture:
             result, digest, plain_bytes, interrupted = _checkpoint_into(
-                catalogue, podman, info.id, name, options, archive_file.path, capture.progress)
+                catalogue, podman, info.id, name, options, archive_file.path, capture.progress,
+                once_stopped=lambda already: stack.enter_context(deferred.after(already)))
         with _rescue_on_failure(catalogue, archive_file.path, name,
                                 armed=lambda: not options.leave_running):
             progress.phase("publishing")
@@ -181,7 +187,7 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
                        **({} if options.leave_running else _in_place_extra(podman, info.id))},
             )
             snapshot = catalogue.publish(archive_file, record, sha256=digest)
-    if interrupted:
+    if interrupted or deferred.received:
         raise Interrupted(
             f"interrupted after podman had stopped {info.name}: its state is recorded as "
             f"{snapshot.ref}, so that it is not lost", hint=f"warmctl resume {snapshot.ref}")
@@ -191,14 +197,18 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
 def _checkpoint_into(
     catalogue: Catalogue, podman: Podman, container_id: str, name: str,
     options: SnapshotOptions, dest: Path, progress: Progress,
+    once_stopped: Callable[[bool], object] = lambda _: None,
 ) -> tuple[CheckpointResult, str, int | None, bool]:
     """Checkpoint into ``dest``. Returns podman's result, the archive's sha256, the plain
     tar's size (when warmctl compressed it) and whether the user pressed Ctrl-C meanwhile.
+    ``once_stopped`` is called as soon as podman's checkpoint has stopped the container,
+    told whether the user interrupted already.
 
     For zstd, podman writes a plain tar and warmctl compresses it on all cores while podman
     is still writing (see warmctl/transcode.py); gzip and none podman writes itself.
     """
     def checkpoint(export: Path, compress: str) -> CheckpointResult:
+        started = time.time()
         try:
             with criu_config.for_one_command(criu_config.checkpoint_options(
                     tcp_established=options.tcp_established)) as criu_bin:
@@ -213,6 +223,10 @@ def _checkpoint_into(
             kept = keep_criu_log(catalogue, err, f"{name}-dump")
             if options.leave_running:
                 _say_if_stopped(podman, container_id, kept)
+            else:
+                _bring_back_if_stopped(podman, container_id, kept, options, since=started)
+            if _is_disk_failure(f"{kept.message}\n{kept.stderr}"):
+                raise DiskIOError(kept.message, hint=kept.hint) from err
             raise kept from err
 
     ours = options.compress == "zstd"
@@ -220,8 +234,11 @@ def _checkpoint_into(
 
     def stopped_by_checkpoint() -> bool:
         """podman's checkpoint succeeded and stopped the container: the export is now the
-        only copy of its memory."""
-        return not options.leave_running and running is not None and running.succeeded()
+        only copy of its memory. (podman 4.3 says it succeeded when CRIU was killed by a
+        signal, as systemd's stop sends one to a unit's whole cgroup: then the container runs
+        on and the export is empty; nothing is to be rescued.)"""
+        return (not options.leave_running and running is not None and running.succeeded()
+                and not _still_running(podman, container_id))
 
     with contextlib.ExitStack() as stack:
         export = stack.enter_context(catalogue.new_temp_file(".plain")).path if ours else dest
@@ -255,13 +272,31 @@ def _checkpoint_into(
             if interrupted and options.leave_running:
                 raise Interrupted(f"interrupted: podman finished the checkpoint and container "
                                   f"{container_id[:12]} kept running; nothing was recorded")
+            if not options.leave_running:
+                once_stopped(interrupted)
             if digest is None:
                 progress.phase("compressing" if ours else "hashing")
                 digest = (transcode.compress_zstd(export, dest, progress.advance) if ours
                           else archive.sha256_file(dest, progress.advance))
             progress.phase("checking the checkpoint")
-            _require_complete_checkpoint(export, container_id)
+            try:
+                _require_complete_checkpoint(export, container_id)
+            except CheckpointError as err:
+                if _still_running(podman, container_id):
+                    err.message += f"; container {container_id[:12]} runs on: nothing was lost"
+                if interrupted:
+                    # The signal most likely reached CRIU too, not another checkpoint.
+                    raise Interrupted(f"interrupted, and meanwhile {err.message}",
+                                      hint="snapshot again") from err
+                raise
             return result, digest, export.stat().st_size if ours else None, interrupted
+
+
+def _still_running(podman: Podman, container_id: str) -> bool:
+    with contextlib.suppress(WarmctlError):
+        info = podman.inspect_container(container_id)
+        return info is not None and info.running
+    return False
 
 
 def _say_if_stopped(podman: Podman, container_id: str, err: CheckpointError) -> None:
@@ -276,6 +311,61 @@ def _say_if_stopped(podman: Podman, container_id: str, err: CheckpointError) -> 
             err.message += f"; podman left the container {info.state}, not running"
             err.hint = (f"start it again: podman start {info.name}" +
                         (f"; {err.hint}" if err.hint else ""))
+
+
+# podman's and CRIU's words for a disk that failed a write (ENOSPC, EDQUOT, EIO).
+_DISK_FAILURE = re.compile(r"no space left on device|disk quota exceeded|input/output error",
+                           re.I)
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+
+
+def _is_disk_failure(text: str) -> bool:
+    return _DISK_FAILURE.search(text) is not None
+
+
+def _bring_back_if_stopped(podman: Podman, container_id: str, err: CheckpointError,
+                           options: SnapshotOptions, *, since: float) -> None:
+    """A stopping checkpoint failed after CRIU had dumped the container and stopped it (the
+    export failed: a full disk, an I/O error): its memory is then only in the checkpoint
+    podman keeps in the container's storage, and ``podman start`` would lose it. Restore the
+    container from there, so that it serves on as before; failing that, say exactly where
+    its memory is and the command that brings it back. The error says which."""
+    with contextlib.suppress(WarmctlError):
+        info = podman.inspect_container(container_id)
+        if info is None or info.running or not _fresh_checkpoint_in_storage(
+                podman, container_id, since):
+            return
+        short = container_id[:12]
+        try:
+            with criu_config.for_one_command(criu_config.restore_options(
+                    tcp_established=options.tcp_established, in_place=True)) as criu_bin:
+                podman.restore_in_place(container_id, tcp_established=options.tcp_established,
+                                        file_locks=options.file_locks, criu_bin=criu_bin)
+        except (WarmctlError, OSError) as restore_err:
+            log.debug("restoring %s in place after the failed checkpoint: %s", short,
+                      restore_err)
+            err.message += (f"; podman had already stopped {info.name}: its memory is still "
+                            f"in the checkpoint podman keeps in its storage, and warmctl could "
+                            f"not restore it from there")
+            err.hint = (f"bring it back warm with: podman container restore {info.name} "
+                        f"(podman start {info.name} would start it cold, losing that memory)")
+            return
+        err.message += (f"; podman had already stopped {info.name}: warmctl restored it from "
+                        f"the checkpoint podman keeps in its storage, and it runs on as before; "
+                        f"nothing was recorded")
+
+
+def _fresh_checkpoint_in_storage(podman: Podman, container_id: str, since: float) -> bool:
+    """Whether the container's storage holds a checkpoint written by this checkpoint (at or
+    after ``since``, the time it started): an older one would bring back stale memory."""
+    userdata = podman.userdata_dir(container_id)
+    if userdata is None:
+        return False
+    try:
+        written = (userdata / "checkpoint" / "inventory.img").stat().st_mtime
+    except OSError:
+        return False
+    return written >= since - 1.0  # the file system's clock is coarser than time.time()
 
 
 def _require_complete_checkpoint(path: Path, container_id: str) -> None:
@@ -324,15 +414,26 @@ def _rescue_on_failure(catalogue: Catalogue, path: Path, name: str,
     except BaseException as exc:
         if not armed() or not path.exists():
             raise
-        saved = catalogue.rescue(path, name)
-        note = (f"the checkpoint had already stopped the container: its memory is kept in "
-                f"{saved} (podman container restore --import {saved})")
+        try:
+            saved = catalogue.rescue(path, name)
+        except OSError as rescue_err:
+            # Even the rename failed (a disk gone bad): podman's storage still has it.
+            note = (f"the checkpoint had already stopped the container, and its export could "
+                    f"not be kept in rescued/ ({rescue_err.strerror}): its memory is in the "
+                    f"checkpoint podman keeps in its storage (podman container restore "
+                    f"CONTAINER brings it back warm; podman start would lose it)")
+        else:
+            note = (f"the checkpoint had already stopped the container: its memory is kept "
+                    f"in {saved} (podman container restore --import {saved})")
         if isinstance(exc, WarmctlError):
             exc.message = f"{exc.message}; {note}"
             raise
         if isinstance(exc, KeyboardInterrupt):
             raise Interrupted(f"interrupted; {note}") from exc
         reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else str(exc)
+        if ((isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS)
+                or _is_disk_failure(reason) or "disk is full" in reason):
+            raise DiskIOError(f"{reason}; {note}") from exc
         raise WarmctlError(f"{reason}; {note}") from exc
 
 
@@ -519,10 +620,15 @@ def _refuse_unless_replaceable(catalogue: Catalogue, podman: Podman, snapshot: S
     recorded = {"container_id": existing.id, "checkpoint": fingerprint}
     if fingerprint is None or not any(s.extra.get("in_place") == recorded
                                       for s in catalogue.list_snapshots()):
+        # Typically a stopping checkpoint whose export failed or was cut (a full disk, a
+        # signal before warmctl handled them): that checkpoint may be the only copy of the
+        # container's memory, so say how to bring it back before anything replaces it.
         raise ConflictError(
             f"{name}, the source container of {snapshot.ref}, holds a checkpoint that no "
-            "snapshot in the catalogue recorded",
-            hint="choose another name with --name, or replace it with --replace")
+            "snapshot in the catalogue recorded: its memory may be in podman's storage only",
+            hint=f"bring it back warm with: podman container restore {name}, then record it "
+                 f"with: warmctl snapshot {name}; or choose another name with --name, or "
+                 "replace it, losing that memory, with --replace")
 
 
 def _remove_created(podman: Podman, name_claim: NameClaim, err: BaseException) -> None:

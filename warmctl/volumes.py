@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -140,7 +141,7 @@ class Freezer:
         guard = subprocess.Popen(  # noqa: S603 - this Python, a fixed script, no shell
             [sys.executable, "-c", _GUARD_SCRIPT, str(self.control), thawed],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, text=True)
+            start_new_session=True, text=True, preexec_fn=_prepare_guard)
         try:
             yield
         finally:
@@ -162,6 +163,31 @@ class Freezer:
             return self.control.read_text().strip() == "FROZEN"
         events = (self.control.parent / "cgroup.events").read_text().split()
         return "frozen" in events and events[events.index("frozen") + 1] == "1"
+
+
+def _prepare_guard() -> None:
+    """In the guard, before it runs (set before exec, so that no signal finds it half
+    started): SIGTERM, SIGHUP and SIGINT are ignored, and stay so through exec, so that a
+    signal sent to warmctl and its guard together (a closed terminal's, or systemd's stop,
+    which signals the unit's whole cgroup) leaves the guard watching; it thaws when warmctl
+    dies or ends. And it leaves warmctl's cgroup for the root of the hierarchies systemd
+    tracks units by, so that the SIGKILL systemd sends the unit's cgroup when the stop timeout
+    passes does not reach it either: it outlives warmctl by the moment it takes to thaw."""
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    for procs in _UNIT_TRACKING_ROOTS:
+        try:
+            with open(procs, "w") as root:
+                root.write("0")  # 0: the writing process
+        except OSError:
+            pass  # not mounted, or not allowed (a cgroup namespace): the signals still are
+
+
+# Where systemd looks for a unit's processes: the named v1 hierarchy (hybrid hosts), the v2
+# hierarchy beside it (hybrid) or as the only one (unified hosts).
+_UNIT_TRACKING_ROOTS = ("/sys/fs/cgroup/systemd/cgroup.procs",
+                        "/sys/fs/cgroup/unified/cgroup.procs",
+                        "/sys/fs/cgroup/cgroup.procs")
 
 
 # The guard: reads its stdin to the end; unless warmctl said it thawed, it thaws.

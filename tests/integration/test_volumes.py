@@ -10,6 +10,7 @@ smaller number than the file already holds.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -17,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -618,3 +620,122 @@ def podman_alone_is_done(feeds: Path, target: str) -> None:
 
     wait_for("podman's restore to end", lambda: not still_restoring(), timeout=120,
              interval=0.1)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def freezer_guard_of(warmctl_pid: int, freezer: Path) -> int:
+    """The guard process of warmctl's freeze: the child that was handed the freezer's file."""
+    for child in children_of(warmctl_pid):
+        with contextlib.suppress(OSError):
+            if str(freezer).encode() in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+    raise AssertionError("warmctl has no freezer guard while the container is frozen")
+
+
+def test_sigterm_to_warmctl_and_its_guard_then_sigkill_never_leaves_the_container_frozen(
+        warmctl: Warmctl, containers: Containers, volumes: Callable[[str], str]) -> None:
+    # What systemd's stop does to a unit's whole cgroup: SIGTERM to every process, warmctl
+    # and its freezer guard alike; then (the stop timeout passing) SIGKILL. The guard must
+    # outlive the SIGTERM to thaw the container once warmctl is killed.
+    source, data = containers.name("counter"), volumes("data")
+    start_counter(source, data)
+    (mountpoint(data) / "ballast").write_bytes(os.urandom(256 << 20))  # a longer freeze
+    freezer = freezer_file(source)
+    snapshot = warmctl.popen("snapshot", "--leave-running", source, "counter")
+    try:
+        wait_for("the freeze", lambda: freezer.read_text().strip() == "FROZEN"
+                 or snapshot.poll() is not None, timeout=120, interval=0.002)
+        # Held where it is (a loaded machine must not let the thaw come first), warmctl
+        # then gets its SIGTERM with the guard, and SIGKILL while the container is frozen.
+        os.kill(snapshot.pid, signal.SIGSTOP)
+        assert freezer.read_text().strip() == "FROZEN", "the freeze ended before the signals"
+        guard = freezer_guard_of(snapshot.pid, freezer)
+        os.kill(snapshot.pid, signal.SIGTERM)
+        os.kill(guard, signal.SIGTERM)
+    finally:
+        snapshot.kill()  # as kill -9: no finally runs in warmctl
+        _, stderr = snapshot.communicate()
+    assert snapshot.returncode == -signal.SIGKILL, \
+        f"the snapshot ended (exit {snapshot.returncode}) before it was killed: {stderr}"
+    wait_for("the guard to thaw the container", lambda: freezer_state(source) == "THAWED")
+    counted = len(counts(data))
+    wait_for("the counter to go on", lambda: len(counts(data)) > counted + 1000)
+
+
+@contextlib.contextmanager
+def unit_cgroup() -> Iterator[list[Path]]:
+    """A cgroup of its own in the hierarchies systemd tracks a unit's processes by (the
+    named v1 one and v2's), as a unit gets: yields their cgroup.procs files. Removed after."""
+    made = []
+    for root in (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"),
+                 Path("/sys/fs/cgroup")):
+        if (root / "cgroup.procs").is_file():
+            group = root / f"warmctl-test-{os.getpid()}"
+            group.mkdir()
+            made.append(group)
+    assert made, "no cgroup hierarchy systemd could track a unit by"
+    try:
+        yield [group / "cgroup.procs" for group in made]
+    finally:
+        for group in made:
+            wait_for(f"{group} to empty", functools.partial(cgroup_is_empty, group))
+            group.rmdir()
+
+
+def cgroup_is_empty(group: Path) -> bool:
+    return not (group / "cgroup.procs").read_text().split()
+
+
+def signal_cgroup(procs_files: list[Path], signum: int) -> None:
+    """What systemd does to a unit's cgroup on stop: the signal to every process in it."""
+    for procs in procs_files:
+        for pid in procs.read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signum)
+
+
+def test_a_units_stop_timeout_during_the_freeze_never_leaves_the_container_frozen(
+        warmctl: Warmctl, containers: Containers, volumes: Callable[[str], str]) -> None:
+    # systemd's stop: SIGTERM to every process of the unit's cgroup (warmctl, its guard,
+    # podman, runc, CRIU), and when the stop timeout passes, SIGKILL to all. The guard must
+    # be out of reach of both to thaw the container.
+    source, data = containers.name("counter"), volumes("data")
+    start_counter(source, data)
+    (mountpoint(data) / "ballast").write_bytes(os.urandom(256 << 20))  # a longer freeze
+    freezer = freezer_file(source)
+    with unit_cgroup() as unit:
+        def join_unit() -> None:
+            for procs in unit:
+                procs.write_text("0")
+
+        snapshot = subprocess.Popen(
+            [sys.executable, "-m", "warmctl", "snapshot", "--leave-running", source, "counter"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=warmctl.env,
+            stdin=subprocess.DEVNULL, preexec_fn=join_unit)
+        try:
+            wait_for("the freeze", lambda: freezer.read_text().strip() == "FROZEN"
+                     or snapshot.poll() is not None, timeout=120, interval=0.002)
+            os.kill(snapshot.pid, signal.SIGSTOP)  # held there: the thaw cannot come first
+            assert freezer.read_text().strip() == "FROZEN", "the freeze ended before the stop"
+            freezer_guard_of(snapshot.pid, freezer)
+            signal_cgroup(unit, signal.SIGTERM)
+            signal_cgroup(unit, signal.SIGKILL)  # the stop timeout passed
+        finally:
+            snapshot.kill()
+            _, stderr = snapshot.communicate()
+        assert snapshot.returncode == -signal.SIGKILL, stderr
+        wait_for("the guard to thaw the container", lambda: freezer_state(source) == "THAWED")
+    counted = len(counts(data))
+    wait_for("the counter to go on", lambda: len(counts(data)) > counted + 1000)
