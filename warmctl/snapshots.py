@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,6 +74,9 @@ class SnapshotOptions:
     file_locks: bool = False
     labels: dict[str, str] | None = None
     time_limit: float | None = None  # seconds to wait for podman's checkpoint (waiting.py)
+    # When the time limit began (time.monotonic()): take_snapshot sets it before it waits for
+    # the container's lock, so that the limit covers that wait and the checkpoint together.
+    time_limit_started: float | None = None
 
     def __post_init__(self) -> None:
         # Checked when the options are made, before warm spends minutes warming.
@@ -119,11 +123,15 @@ def take_snapshot(
     one container are taken one after the other (container_lock.py).
     """
     validate_name(name)
+    # --time-limit counts from here: the wait for another snapshot's lock is part of it.
+    options = dataclasses.replace(options, time_limit_started=time.monotonic())
     criu_version = require_usable_criu()
     progress.phase("inspecting")
     info = _running_container(podman, container)
-    with container_lock.checkpointing(info.id, waiting=lambda: progress.phase(
-            f"waiting for another snapshot of {info.name} to finish")) as waited:
+    with container_lock.checkpointing(
+            info.id, shown_as=info.name, time_limit=options.time_limit,
+            started=options.time_limit_started, waiting=lambda: progress.phase(
+                f"waiting for another snapshot of {info.name} to finish")) as waited:
         if waited:
             info = _running_container(podman, info.id, shown_as=container)
         return _take_locked(catalogue, podman, info, name, options, progress,
@@ -229,6 +237,7 @@ def _checkpoint_into(
             running = PodmanCall(
                 lambda: checkpoint(export, "none" if ours else options.compress),
                 what=f"the checkpoint of {container_id[:12]}", time_limit=options.time_limit,
+                started=options.time_limit_started,
                 left_behind=lambda: _checkpoint_left_behind(catalogue, export, name,
                                                             container_id, options))
             try:
