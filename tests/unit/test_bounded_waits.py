@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fakes import FakePodman
 
-from warmctl import container_lock, snapshots
+from warmctl import container_lock, snapshots, waiting
 from warmctl.catalogue import Catalogue
 from warmctl.errors import ExitCode, TimedOut
 from warmctl.output import Progress
@@ -77,7 +77,7 @@ def test_the_time_limit_counts_the_wait_for_the_lock(private_container_locks: Pa
         assert time.monotonic() - started < 2
     finally:
         os.close(held)
-    assert info.value.exit_code == ExitCode.TIMED_OUT == 124
+    assert info.value.exit_code == ExitCode.TIMED_OUT and int(ExitCode.TIMED_OUT) == 124
     assert "another warmctl (pid 4242)" in info.value.message
     assert "container mc" in info.value.message and "nothing was done" in info.value.message
 
@@ -111,13 +111,13 @@ def test_the_time_limit_left_after_the_wait_bounds_the_checkpoint(
     to podman's checkpoint."""
     info = fake_podman.add("mc")
     calls: list[tuple[float | None, float | None]] = []
-    real_init = snapshots.PodmanCall.__init__
+    real_init = waiting.PodmanCall.__init__
 
     def recording_init(self: object, *args: object, **kwargs: object) -> None:
         calls.append((kwargs.get("time_limit"), kwargs.get("started")))  # type: ignore[arg-type]
         real_init(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(snapshots.PodmanCall, "__init__", recording_init)
+    monkeypatch.setattr(waiting.PodmanCall, "__init__", recording_init)
     before = time.monotonic()
     snapshots.take_snapshot(catalogue, fake_podman, "mc", "mc", snapshots.SnapshotOptions(
         leave_running=True, time_limit=30), Progress())
