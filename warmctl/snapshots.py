@@ -24,6 +24,7 @@ from warmctl import (
     container_lock,
     criu_config,
     feed,
+    freshness,
     host,
     hostcache,
     hostcompat,
@@ -364,6 +365,7 @@ class ResumeOptions:
     volumes: str | None = None  # volumes.MODES; None: a clone's own, else the snapshot's
     time_limit: float | None = None  # seconds to wait for podman's restore (waiting.py)
     allow_host_access: bool = False  # resume a pulled snapshot whatever it asks (spec_policy)
+    max_age: float | None = None  # seconds: refuse an older snapshot (freshness.py)
 
     def __post_init__(self) -> None:
         if self.volumes is not None and self.volumes not in volumes.MODES:
@@ -396,6 +398,7 @@ def resume_snapshot(
     container it created itself (claim.py), by id.
     """
     snapshot = catalogue.get(ref)
+    freshness.refuse_if_older(snapshot, options.max_age)  # first: a refusal touches nothing
     criu_version = require_usable_criu()
     require_runtime_can_checkpoint(hostcache.host_versions(podman))
     if hostcompat.needs_comparison(snapshot):

@@ -84,6 +84,19 @@ def parse_time_limit(value: str | None) -> float | None:
     return seconds
 
 
+def parse_max_age(value: str | None) -> float | None:
+    """resume --max-age: seconds, more than zero (zero would refuse every snapshot)."""
+    from warmctl.errors import UsageError
+    from warmctl.units import parse_duration
+
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise UsageError(f"--max-age {value}: must be more than zero")
+    return seconds
+
+
 RefArgument = Annotated[
     str,
     typer.Argument(
