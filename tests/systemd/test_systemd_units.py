@@ -224,3 +224,43 @@ def test_a_stop_timeout_during_the_checkpoint_lets_it_finish_and_the_next_start_
     # Every value back: conmon passed no signal into the container while it was checkpointed.
     assert service.mctool("check", str(COUNT), "41").stdout.startswith(f"{COUNT} of {COUNT}")
     inside("systemctl", "is-active", service.unit)
+
+
+def test_a_stop_that_outlasts_its_timeout_twice_is_killed_and_the_next_start_says_how(
+        service: Service) -> None:
+    service.max_age = "1h"
+    service.configure()
+    start_filled(service, seed=51)
+    service.systemctl("stop", service.unit)  # @1, a clean stop's snapshot
+    service.systemctl("start", service.unit)
+    dropin = f"/etc/systemd/system/{service.unit}.d"
+    inside("sh", "-c", f"mkdir -p {dropin} && printf '[Service]\\nTimeoutStopSec=5s\\n' "
+                       f">{dropin}/timeout.conf && systemctl daemon-reload")
+    pauser = subprocess.Popen(["podman", "exec", NAME, "timeout", "120", "sh", "-c", PAUSE_CRIU],
+                              stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        service.systemctl("stop", "--no-block", service.unit)
+        paused, _ = pauser.communicate(timeout=150)
+    finally:
+        pauser.kill()
+    assert pauser.returncode == 0 and paused.split(), "CRIU never started a checkpoint"
+    try:
+        # CRIU stays stopped through the stop timeout and the grace after it: the final SIGKILL.
+        wait_for("the unit to stop", lambda: service.active() in ("inactive", "failed"),
+                 timeout=60)
+    finally:
+        inside("kill", "-CONT", *paused.split(), check=False)
+    journal = service.journal()
+    assert "systemd timeout for" in journal, journal
+    assert service.generations() == [f"{service.name}@1"]  # nothing half-recorded
+
+    # The next start is not refused by what the kill left behind: it says what it removed and
+    # resumes the snapshot recorded before (within MAX_AGE), every value of it back.
+    service.systemctl("start", service.unit)
+    assert service.active() == "active"
+    after_the_kill = service.journal().split("systemd timeout for", 1)[1]
+    assert (f"container {service.name} was left running without its conmon" in after_the_kill
+            and f"resumed {service.name} warm from snapshot {service.name}@1" in after_the_kill), \
+        after_the_kill
+    assert_tracks_the_container(service)
+    assert service.mctool("check", str(COUNT), "51").stdout.startswith(f"{COUNT} of {COUNT}")
