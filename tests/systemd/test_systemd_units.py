@@ -8,7 +8,8 @@ import random
 import re
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -185,31 +186,41 @@ def test_a_snapshot_within_max_age_starts_warm_and_an_older_one_cold(service: Se
 
 # In the test host, stop the CRIU that podman runs for the next checkpoint (runc's `criu swrk`)
 # the moment it appears: a checkpoint that hangs (a slow disk, say) for as long as the test likes.
-PAUSE_CRIU = ("while ! pids=$(pgrep -f '[c]riu.* swrk'); do :; done; kill -STOP $pids; "
-              "echo $pids")
+PAUSE_CRIU = ("echo watching; while ! pids=$(pgrep -f '[c]riu.* swrk'); do :; done; "
+              "kill -STOP $pids; echo $pids")
+
+
+@contextmanager
+def criu_paused_during(begin: Callable[[], object]) -> Iterator[list[str]]:
+    """Calls ``begin`` (which starts a checkpoint) once the watcher in the test host runs;
+    yields the PIDs of the CRIU it stopped, and lets them go on when the block ends."""
+    pauser = subprocess.Popen(["podman", "exec", NAME, "timeout", "120", "sh", "-c", PAUSE_CRIU],
+                              stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert pauser.stdout is not None
+        assert pauser.stdout.readline().strip() == "watching"
+        begin()
+        paused = pauser.communicate(timeout=150)[0].split()
+    finally:
+        pauser.kill()
+    assert pauser.returncode == 0 and paused, "CRIU never started a checkpoint"
+    try:
+        yield paused
+    finally:
+        inside("kill", "-CONT", *paused, check=False)
 
 
 def test_a_stop_timeout_during_the_checkpoint_lets_it_finish_and_the_next_start_is_warm(
         service: Service) -> None:
     start_filled(service, seed=41)
     dropin = f"/etc/systemd/system/{service.unit}.d"
-    inside("sh", "-c", f"mkdir -p {dropin} && printf '[Service]\\nTimeoutStopSec=10s\\n' "
+    inside("sh", "-c", f"mkdir -p {dropin} && printf '[Service]\\nTimeoutStopSec=20s\\n' "
                        f">{dropin}/timeout.conf && systemctl daemon-reload")
-    pauser = subprocess.Popen(["podman", "exec", NAME, "timeout", "120", "sh", "-c", PAUSE_CRIU],
-                              stdout=subprocess.PIPE, text=True, env=ENV)
-    try:
-        service.systemctl("stop", "--no-block", service.unit)
-        paused, _ = pauser.communicate(timeout=150)
-    finally:
-        pauser.kill()
-    assert pauser.returncode == 0 and paused.split(), "CRIU never started a checkpoint"
-    try:
+    with criu_paused_during(lambda: service.systemctl("stop", "--no-block", service.unit)):
         # TimeoutStopSec passes while CRIU is stopped mid-checkpoint.
         wait_for("the stop timeout", lambda: "systemd timeout for" in service.journal(),
                  timeout=60)
         assert service.generations() == []
-    finally:
-        inside("kill", "-CONT", *paused.split(), check=False)
     wait_for("the unit to stop", lambda: service.active() in ("inactive", "failed"), timeout=60)
     journal = service.journal()
     # The timeout's signal reached warmctl as SIGTERM: it let podman finish and recorded it.
@@ -236,20 +247,10 @@ def test_a_stop_that_outlasts_its_timeout_twice_is_killed_and_the_next_start_say
     dropin = f"/etc/systemd/system/{service.unit}.d"
     inside("sh", "-c", f"mkdir -p {dropin} && printf '[Service]\\nTimeoutStopSec=5s\\n' "
                        f">{dropin}/timeout.conf && systemctl daemon-reload")
-    pauser = subprocess.Popen(["podman", "exec", NAME, "timeout", "120", "sh", "-c", PAUSE_CRIU],
-                              stdout=subprocess.PIPE, text=True, env=ENV)
-    try:
-        service.systemctl("stop", "--no-block", service.unit)
-        paused, _ = pauser.communicate(timeout=150)
-    finally:
-        pauser.kill()
-    assert pauser.returncode == 0 and paused.split(), "CRIU never started a checkpoint"
-    try:
+    with criu_paused_during(lambda: service.systemctl("stop", "--no-block", service.unit)):
         # CRIU stays stopped through the stop timeout and the grace after it: the final SIGKILL.
         wait_for("the unit to stop", lambda: service.active() in ("inactive", "failed"),
                  timeout=60)
-    finally:
-        inside("kill", "-CONT", *paused.split(), check=False)
     journal = service.journal()
     assert "systemd timeout for" in journal, journal
     assert service.generations() == [f"{service.name}@1"]  # nothing half-recorded
