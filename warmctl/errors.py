@@ -50,8 +50,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.NOT_READY: "warm: warm-up failed or the service never became ready",
     ExitCode.IO_ERROR: "I/O error: the disk failed a read or write (EIO, no space); the data "
                        "may be whole: nothing was removed, check the disk and retry",
-    ExitCode.TOO_OLD: "resume --max-age: the newest snapshot is older than the bound; nothing "
-                      "was resumed",
+    ExitCode.TOO_OLD: "resume --max-age: the snapshot is older than the bound; nothing was "
+                      "changed",
     ExitCode.TIMED_OUT: "a checkpoint or restore outlasted --time-limit: podman goes on "
                         "alone, the message says where the container stands",
     ExitCode.HANGUP: "interrupted by SIGHUP (a closed terminal): as for Ctrl-C (130)",
@@ -144,7 +144,7 @@ class DiskIOError(WarmctlError):
 
 
 class TooOldError(WarmctlError):
-    """resume --max-age: the newest snapshot is older than the bound."""
+    """resume --max-age: the snapshot to resume is older than the bound (freshness.py)."""
 
     exit_code = ExitCode.TOO_OLD
 

@@ -25,6 +25,7 @@ from warmctl import (
     container_lock,
     criu_config,
     feed,
+    freshness,
     host,
     hostcache,
     hostcompat,
@@ -76,6 +77,9 @@ class SnapshotOptions:
     file_locks: bool = False
     labels: dict[str, str] | None = None
     time_limit: float | None = None  # seconds to wait for podman's checkpoint (waiting.py)
+    # When the time limit began (time.monotonic()): take_snapshot sets it before it waits for
+    # the container's lock, so that the limit covers that wait and the checkpoint together.
+    time_limit_started: float | None = None
 
     def __post_init__(self) -> None:
         # Checked when the options are made, before warm spends minutes warming.
@@ -124,11 +128,15 @@ def take_snapshot(
     one container are taken one after the other (container_lock.py).
     """
     validate_name(name)
+    # --time-limit counts from here: the wait for another snapshot's lock is part of it.
+    options = dataclasses.replace(options, time_limit_started=time.monotonic())
     criu_version = require_usable_criu()
     progress.phase("inspecting")
     info = _running_container(podman, container)
-    with container_lock.checkpointing(info.id, waiting=lambda: progress.phase(
-            f"waiting for another snapshot of {info.name} to finish")) as waited:
+    with container_lock.checkpointing(
+            info.id, shown_as=info.name, time_limit=options.time_limit,
+            started=options.time_limit_started, waiting=lambda: progress.phase(
+                f"waiting for another snapshot of {info.name} to finish")) as waited:
         if waited:
             info = _running_container(podman, info.id, shown_as=container)
         return _take_locked(catalogue, podman, info, name, options, progress,
@@ -249,6 +257,7 @@ def _checkpoint_into(
             running = PodmanCall(
                 lambda: checkpoint(export, "none" if ours else options.compress),
                 what=f"the checkpoint of {container_id[:12]}", time_limit=options.time_limit,
+                started=options.time_limit_started,
                 left_behind=lambda: _checkpoint_left_behind(catalogue, export, name,
                                                             container_id, options))
             try:
@@ -459,6 +468,7 @@ class ResumeOptions:
     volumes: str | None = None  # volumes.MODES; None: a clone's own, else the snapshot's
     time_limit: float | None = None  # seconds to wait for podman's restore (waiting.py)
     allow_host_access: bool = False  # resume a pulled snapshot whatever it asks (spec_policy)
+    max_age: float | None = None  # seconds: refuse an older snapshot (freshness.py)
 
     def __post_init__(self) -> None:
         if self.volumes is not None and self.volumes not in volumes.MODES:
@@ -491,6 +501,7 @@ def resume_snapshot(
     container it created itself (claim.py), by id.
     """
     snapshot = catalogue.get(ref)
+    freshness.refuse_if_older(snapshot, options.max_age)  # first: a refusal touches nothing
     criu_version = require_usable_criu()
     require_runtime_can_checkpoint(hostcache.host_versions(podman))
     if hostcompat.needs_comparison(snapshot):

@@ -64,11 +64,14 @@ class PodmanCall(Generic[T]):
     """A podman call that runs while warmctl does other work (or just waits)."""
 
     def __init__(self, work: Callable[[], T], *, what: str, left_behind: LeftBehind,
-                 time_limit: float | None = None) -> None:
+                 time_limit: float | None = None, started: float | None = None) -> None:
         self.what = what  # "the checkpoint of mc": for messages
         self._left_behind = left_behind
         self._time_limit = time_limit
-        self._deadline = None if time_limit is None else time.monotonic() + time_limit
+        # ``started`` (time.monotonic()): when the limit began, if before this call (a wait
+        # for a lock counts too); default now.
+        self._deadline = (None if time_limit is None
+                          else (time.monotonic() if started is None else started) + time_limit)
         self._gate = SpawnGate()
 
         def through_gate() -> T:
