@@ -21,7 +21,7 @@ from support import IMAGES, Containers, Warmctl, free_port, podman, require_dev_
 from test_core_verbs import assert_all_back, fill, start_memcached
 from test_warm import state_server_classes  # noqa: F401 - the fixture, shared
 
-from warmctl import host
+from warmctl.host import facts as host
 
 pytestmark = pytest.mark.podman
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from warmctl.criu_kernel import (
+from warmctl.host.criu_kernel import (
     CRIU_KERNEL_PAIRS,
     LIBCRIU_FIX,
     criu_kernel_advice,

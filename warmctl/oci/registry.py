@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import IO, Any, cast
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from warmctl import transport
 from warmctl.errors import HostError, IntegrityError, NotFoundError, UsageError, WarmctlError
+from warmctl.oci import transport
 
 Advance = Callable[[int], None]
 
