@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from warmctl.diagnose import diagnose, shorten_runtime_command, without_warnings
 from warmctl.errors import (
     CheckpointError,
     HostError,
@@ -30,6 +29,7 @@ from warmctl.errors import (
     PodmanConflictError,
     PodmanError,
 )
+from warmctl.host.diagnose import diagnose, shorten_runtime_command, without_warnings
 
 log = logging.getLogger(__name__)
 

@@ -26,16 +26,12 @@ from warmctl import (
     criu_config,
     feed,
     freshness,
-    host,
-    hostcache,
-    hostcompat,
     spec_policy,
     transcode,
     volumes,
 )
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
 from warmctl.claim import NameClaim, claim_name
-from warmctl.diagnose import criu_errors, diagnose
 from warmctl.errors import (
     CheckpointError,
     ConflictError,
@@ -50,6 +46,10 @@ from warmctl.errors import (
     UsageError,
     WarmctlError,
 )
+from warmctl.host import compare as hostcompat
+from warmctl.host import facts as host
+from warmctl.host import podman_info as hostcache
+from warmctl.host.diagnose import criu_errors, diagnose
 from warmctl.labels import label_problem
 from warmctl.output import Progress
 from warmctl.podman import (

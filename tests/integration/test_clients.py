@@ -24,7 +24,7 @@ from test_core_verbs import assert_all_back, fill, start_memcached
 from test_warm import state_server_classes  # noqa: F401 - the fixture, shared
 
 import warmctl
-from warmctl import host
+from warmctl.host import facts as host
 
 pytestmark = pytest.mark.podman
 

@@ -14,10 +14,10 @@ import pytest
 from fakes import FakePodman
 from test_doctor import MOUNTINFO, facts
 
-from warmctl import doctor
 from warmctl.catalogue import Catalogue
 from warmctl.cli import main as cli_main
 from warmctl.errors import ExitCode, HostError
+from warmctl.host import doctor
 from warmctl.output import Progress
 from warmctl.refs import Ref
 from warmctl.snapshots import ResumeOptions, SnapshotOptions, resume_snapshot, take_snapshot

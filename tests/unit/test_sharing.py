@@ -12,14 +12,14 @@ import pytest
 from fake_registry import FakeRegistry
 from fakes import FakePodman
 
-from warmctl import artifact
 from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.errors import ExitCode, IntegrityError, NotFoundError, UsageError
+from warmctl.oci import artifact
+from warmctl.oci.registry import OCI_MANIFEST, RegistryUnreachable
+from warmctl.oci.sharing import RegistryOptions, push_snapshot
+from warmctl.oci.sharing import pull_snapshot as pull
 from warmctl.output import Progress
 from warmctl.refs import Ref
-from warmctl.registry import OCI_MANIFEST, RegistryUnreachable
-from warmctl.sharing import RegistryOptions, push_snapshot
-from warmctl.sharing import pull_snapshot as pull
 from warmctl.snapshots import SnapshotOptions, take_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")

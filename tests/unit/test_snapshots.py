@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from fakes import FakePodman, plain_archive_bytes, tar_member_names
 
-from warmctl import host
 from warmctl.archive import detect_compression
 from warmctl.catalogue import Catalogue
 from warmctl.errors import (
@@ -27,6 +26,7 @@ from warmctl.errors import (
     NotFoundError,
     WarmctlError,
 )
+from warmctl.host import facts as host
 from warmctl.output import Progress
 from warmctl.podman import CheckpointResult, HostVersions
 from warmctl.refs import Ref

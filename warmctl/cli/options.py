@@ -11,8 +11,8 @@ from warmctl.cli import completion
 
 if TYPE_CHECKING:
     from warmctl.app import App
+    from warmctl.oci.sharing import RegistryOptions
     from warmctl.output import Output
-    from warmctl.sharing import RegistryOptions
 
 def flag(*names: str, help: str, **settings: Any) -> Any:
     """A boolean option. The empty metavar keeps typer from showing `<bool>` after it in
@@ -155,7 +155,7 @@ def parse_tls_verify(value: str) -> bool:
 def registry_options(tls_verify: str, authfile: str | None,
                      cert_dir: str | None = None) -> RegistryOptions:
     """What push and pull share: --tls-verify, --authfile and --cert-dir, checked."""
-    from warmctl.sharing import RegistryOptions
+    from warmctl.oci.sharing import RegistryOptions
 
     return RegistryOptions(tls_verify=parse_tls_verify(tls_verify),
                            authfile=Path(authfile) if authfile else None,

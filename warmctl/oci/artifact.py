@@ -23,9 +23,9 @@ from typing import Any
 from warmctl.catalogue import Snapshot, SnapshotRecord
 from warmctl.errors import IntegrityError
 from warmctl.labels import label_problem
+from warmctl.oci.registry import OCI_MANIFEST, sha256_digest
 from warmctl.podman_input import is_valid_container_name
 from warmctl.refs import is_valid_name
-from warmctl.registry import OCI_MANIFEST, sha256_digest
 
 ARTIFACT_TYPE = "application/vnd.warmctl.snapshot.v1"
 CONFIG_MEDIA_TYPE = "application/vnd.warmctl.snapshot.config.v1+json"

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import IO, Any, cast
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from warmctl import transport
 from warmctl.errors import (
     HostError,
     IntegrityError,
@@ -39,6 +38,7 @@ from warmctl.errors import (
     disk_read_error,
     is_disk_failure,
 )
+from warmctl.oci import transport
 
 Advance = Callable[[int], None]
 

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from warmctl import criu_config, host, hostcompat
+from warmctl import criu_config
 from warmctl.catalogue import DB_NAME, Catalogue, Snapshot
-from warmctl.diagnose import RUNC_FIX, USE_RUNC, criu_errors, diagnose, ulimits_fix
 from warmctl.errors import CheckpointError, IntegrityError, WarmctlError
+from warmctl.host import compare as hostcompat
+from warmctl.host import facts as host
+from warmctl.host.diagnose import RUNC_FIX, USE_RUNC, criu_errors, diagnose, ulimits_fix
 from warmctl.podman import HostVersions, Podman, containers_conf_files
 from warmctl.snapshots import keep_criu_log
 from warmctl.units import format_size
@@ -598,7 +600,7 @@ def run_checks(facts: HostFacts) -> list[Check]:
 
 
 def snapshot_checks(facts: HostFacts, snapshot: Snapshot, image_id: str | None) -> list[Check]:
-    """``--snapshot REF``: the host that recorded it against this one (warmctl.hostcompat).
+    """``--snapshot REF``: the host that recorded it against this one (warmctl.host.compare).
     Differences warn: they do not stop this host from checkpointing."""
     here = hostcompat.this_host(facts.podman, facts.criu.version)
     return [Check(f"host-{c.aspect}", OK if c.same else WARN, f"{snapshot.ref}: {c.detail}",
