@@ -10,7 +10,7 @@ Run as root on a host prepared by scripts/provision-host:
 Prints a table (medians, ratios to podman's defaults) and the targets with PASS/FAIL; writes
 OUT/results.json (every raw figure and the machine's facts) and OUT/chart.png. Exit status: 0
 when everything was measured and every value came back, 1 otherwise (targets do not count).
-See README, "Benchmark".
+See docs/benchmark.md.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results",
                         help="where results.json and chart.png go (default: bench/results)")
     parser.add_argument("--publish-chart", action="store_true",
-                        help="also write the chart to docs/bench-chart.png (shown in README)")
+                        help="also write the chart to docs/bench-chart.png "
+                             "(shown in docs/benchmark.md)")
     parts = parser.add_mutually_exclusive_group()
     parts.add_argument("--no-micro", action="store_true", help="skip the CLI latency benchmarks")
     parts.add_argument("--micro-only", action="store_true",

@@ -21,7 +21,7 @@ RUNS = 10
 GENERATIONS_PER_NAME = 10
 LIST_TARGET_S = 0.300
 VERSION_TARGET_S = 0.150
-DOCTOR_TARGET_S = 2.0  # README: doctor checks everything "in under two seconds"
+DOCTOR_TARGET_S = 2.0  # docs/doctor.md: doctor checks everything "in under two seconds"
 
 _HOST = {"podman": "4.3.1", "runtime": "runc", "runtime_version": "runc version 1.1.5+ds1",
          "criu": "4.2.1", "kernel": "6.18.44", "hostname": "bench"}

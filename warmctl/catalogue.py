@@ -152,7 +152,7 @@ class Snapshot:
         return Path(self.archive_path)
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable JSON shape documented in README."""
+        """The stable JSON shape documented in docs/exit-codes-and-json.md."""
         return {
             "ref": self.ref,
             "name": self.name,

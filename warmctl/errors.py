@@ -1,7 +1,7 @@
 """Exception types and the exit codes they map to.
 
-The exit codes are a contract with shell scripts: README, the man page and the tests
-pin them. Every failure warmctl reports is one of these exceptions; the single
+The exit codes are a contract with shell scripts: docs/exit-codes-and-json.md, the man page
+and the tests pin them. Every failure warmctl reports is one of these exceptions; the single
 boundary in ``warmctl.cli.main.main`` turns them into one line on stderr and an exit code.
 """
 

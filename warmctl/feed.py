@@ -1,6 +1,6 @@
 """Handing a snapshot to ``podman container restore --import`` through a named pipe.
 
-Why (measured, README "Performance"): podman 4 and 5 read the archive three times: twice for
+Why (measured, docs/benchmark.md): podman 4 and 5 read the archive three times: twice for
 the container's configuration (once to learn the runtime, once to create the container) and
 once to import the checkpoint, decompressing zstd on one core each time. Expanding the archive
 to a plain file first took as long as the import itself. Through a FIFO, warmctl answers the

@@ -1,6 +1,6 @@
 """Compressing the archive podman exports, in one pass while podman is still writing it.
 
-Why warmctl compresses rather than podman (measured, README "Performance"): podman's zstd is
+Why warmctl compresses rather than podman (measured, docs/benchmark.md): podman's zstd is
 single-threaded on both sides, and its ``restore --import`` of a zstd archive took three times
 as long as of a plain tar. So warmctl asks podman for a plain tar, compresses it with
 multi-threaded zstd while podman is still writing it and hashes what it writes. On resume,

@@ -67,7 +67,7 @@ def test_a_stopping_snapshot_of_a_cache_with_clients_resumes_in_place(
     --tcp-established. What becomes of the clients that waited through the stop with
     --tcp-established is printed, not asserted: on podman 4.3 they usually carry on, but once
     (CI, 2026-12-01) both hung until their 60 s timeout, and podman 5.4 resets them
-    (README, "Services with clients")."""
+    (docs/connections.md)."""
     name, port = start_memcached(containers)
     items = fill(port, 16, seed=14)
     for options in ([], ["--tcp-established"]):

@@ -119,7 +119,8 @@ def test_private_ca_in_certs_d_then_signed_push_and_policy_on_pull(
     warmctl("push", "signed", f"{base}/signed:v1", "--sign-by-sigstore-private-key", str(key),
             env=as_user)
 
-    # The README's policy: the key required for this registry's warm/, the rest as it was.
+    # docs/sharing-and-trust.md's policy: the key required for this registry's warm/, the rest
+    # as it was.
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({
         "default": [{"type": "insecureAcceptAnything"}],

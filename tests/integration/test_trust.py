@@ -107,7 +107,7 @@ def write_policy(path: Path, document: dict[str, Any]) -> Path:
 
 
 def requires(public: Path, scope: str) -> dict[str, Any]:
-    """The README's policy: the key required for one scope, the rest accepted."""
+    """docs/sharing-and-trust.md's policy: the key required for one scope, the rest accepted."""
     return {"default": [{"type": "insecureAcceptAnything"}],
             "transports": {"docker": {scope: [{"type": "sigstoreSigned",
                                                "keyPath": str(public)}]}}}

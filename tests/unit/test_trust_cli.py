@@ -212,8 +212,9 @@ def test_a_snapshot_already_in_the_registry_is_signed_by_pushing_it_again(
 
 
 def readme_policy() -> str:
-    """The policy README's trust section gives for forbidding unsigned snapshots."""
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    """The policy the trust section (docs/sharing-and-trust.md, linked from README) gives for
+    forbidding unsigned snapshots."""
+    readme = (Path(__file__).parents[2] / "docs" / "sharing-and-trust.md").read_text()
     blocks: list[str] = re.findall(r"```json\n(.*?)```", readme, re.DOTALL)
     [block] = [b for b in blocks if '"default": [{"type": "reject"}]' in b]
     return block
@@ -230,7 +231,7 @@ def test_list_and_show_say_whether_a_signature_vouched_for_each_snapshot_and_who
     fingerprint = json.loads(out)["signature"]["key_fingerprint"]
     assert run(capsys, "push", "other", f"{registry.host}/open/other:v1",
                "--tls-verify=false")[0] == ExitCode.OK
-    # The key for warm/, anything from elsewhere: README's first example.
+    # The key for warm/, anything from elsewhere: the trust section's first example.
     policy = write_policy(tmp_path / "policy.json", f"{registry.host}/warm", public)
     pulls = [(f"{registry.host}/warm/mc:v1", "signed"), (f"{registry.host}/open/other:v1",
                                                          "unsigned")]
