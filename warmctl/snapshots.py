@@ -52,7 +52,7 @@ from warmctl.host import podman_info as hostcache
 from warmctl.host.diagnose import criu_errors, diagnose
 from warmctl.labels import label_problem
 from warmctl.output import Progress
-from warmctl.podman import (
+from warmctl.podman.types import (
     COMPRESSIONS,
     CheckpointResult,
     ContainerInfo,

@@ -53,7 +53,7 @@ from warmctl.errors import (
     WarmctlError,
 )
 from warmctl.output import Progress
-from warmctl.podman import ContainerInfo, Podman, VolumeSettings
+from warmctl.podman.types import ContainerInfo, Podman, VolumeSettings
 from warmctl.waiting import in_daemon_thread
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from warmctl.errors import (
     note_termination_signal,
 )
 from warmctl.output import Progress
-from warmctl.podman import SpawnGate, spawning_through
+from warmctl.podman.runner import SpawnGate, spawning_through
 from warmctl.units import format_duration
 
 T = TypeVar("T")

@@ -30,7 +30,8 @@ from warmctl.errors import (
     WarmctlError,
 )
 from warmctl.output import Progress
-from warmctl.podman import CommandResult, Podman
+from warmctl.podman.runner import CommandResult
+from warmctl.podman.types import Podman
 from warmctl.snapshots import SnapshotOptions, require_usable_criu, take_snapshot
 
 _OUTPUT_LIMIT = 300  # characters of a failing command's output shown in the error

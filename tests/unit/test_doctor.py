@@ -36,13 +36,9 @@ from warmctl.host.doctor import (
     UlimitFacts,
 )
 from warmctl.output import Output, Progress
-from warmctl.podman import (
-    CommandResult,
-    HostVersions,
-    Podman,
-    PodmanCLI,
-    containers_conf_files,
-)
+from warmctl.podman.cli import PodmanCLI
+from warmctl.podman.runner import CommandResult, containers_conf_files
+from warmctl.podman.types import HostVersions, Podman
 from warmctl.refs import Ref
 
 DATA = Path(__file__).parent / "data"

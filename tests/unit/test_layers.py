@@ -25,7 +25,8 @@ LAYERS: dict[str, set[str]] = {
     # (output.py is the rendering layer; the lifecycle imports its Progress until Progress is
     # a protocol the library takes, issue 22)
     "adapters": {
-        "warmctl.podman", "warmctl.catalogue", "warmctl.criu_config", "warmctl.container_lock",
+        "warmctl.podman", "warmctl.podman.runner", "warmctl.podman.types", "warmctl.podman.cli",
+        "warmctl.catalogue", "warmctl.criu_config", "warmctl.container_lock",
         "warmctl.ownership", "warmctl.transcode", "warmctl.output", "warmctl.provenance",
         "warmctl.oci", "warmctl.oci.registry", "warmctl.oci.transport", "warmctl.oci.artifact",
         "warmctl.oci.cosign", "warmctl.oci.trust_policy",

@@ -28,7 +28,7 @@ from warmctl.errors import (
 )
 from warmctl.host import facts as host
 from warmctl.output import Progress
-from warmctl.podman import CheckpointResult, HostVersions
+from warmctl.podman.types import CheckpointResult, HostVersions
 from warmctl.refs import Ref
 from warmctl.snapshots import (
     ResumeOptions,

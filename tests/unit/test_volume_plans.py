@@ -28,7 +28,7 @@ from warmctl.errors import (
     UsageError,
 )
 from warmctl.output import Progress
-from warmctl.podman import (
+from warmctl.podman.types import (
     CheckpointResult,
     ContainerInfo,
     Mount,

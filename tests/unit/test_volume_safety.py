@@ -29,7 +29,7 @@ from warmctl.errors import (
     TimedOut,
 )
 from warmctl.output import Progress
-from warmctl.podman import RestoreResult, VolumeSettings
+from warmctl.podman.types import RestoreResult, VolumeSettings
 from warmctl.refs import Ref
 from warmctl.snapshots import ResumeOptions, SnapshotOptions, resume_snapshot, take_snapshot
 

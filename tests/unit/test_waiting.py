@@ -16,7 +16,7 @@ from warmctl.errors import (
     LeftUnfinished,
     TimedOut,
 )
-from warmctl.podman import NotStarted, starting
+from warmctl.podman.runner import NotStarted, starting
 from warmctl.waiting import PodmanCall
 
 

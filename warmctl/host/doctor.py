@@ -26,7 +26,8 @@ from warmctl.errors import CheckpointError, IntegrityError, WarmctlError
 from warmctl.host import compare as hostcompat
 from warmctl.host import facts as host
 from warmctl.host.diagnose import RUNC_FIX, USE_RUNC, criu_errors, diagnose, ulimits_fix
-from warmctl.podman import HostVersions, Podman, containers_conf_files
+from warmctl.podman.runner import containers_conf_files
+from warmctl.podman.types import HostVersions, Podman
 from warmctl.snapshots import keep_criu_log
 from warmctl.units import format_size
 
