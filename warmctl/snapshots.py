@@ -20,16 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from warmctl import (
-    archive,
-    container_lock,
-    criu_config,
-    feed,
-    freshness,
-    spec_policy,
-    transcode,
-    volumes,
-)
+from warmctl import archive, container_lock, criu_config, feed, freshness, spec_policy, transcode
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
 from warmctl.claim import NameClaim, claim_name
 from warmctl.errors import (
@@ -51,6 +42,7 @@ from warmctl.host import facts as host
 from warmctl.host import podman_info as hostcache
 from warmctl.host.diagnose import criu_errors, diagnose
 from warmctl.labels import label_problem
+from warmctl.lifecycle import freezer, saved_volumes, volume_plan
 from warmctl.output import Progress
 from warmctl.podman.types import (
     COMPRESSIONS,
@@ -175,10 +167,10 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
     deferred = DeferredInterrupts(progress, "recording the snapshot")
     with contextlib.ExitStack() as stack:
         archive_file = stack.enter_context(catalogue.new_temp_file())
-        # Named volumes are tarred at the memory's instant (volumes.py): frozen meanwhile.
+        # Named volumes are tarred at the memory's instant (freezer.py): frozen meanwhile.
         # Keep this inside any lock that serializes checkpoints of the container: a freeze
         # must not wait for another checkpoint to finish.
-        with volumes.captured_at_one_instant(info, leave_running=options.leave_running,
+        with freezer.captured_at_one_instant(info, leave_running=options.leave_running,
                                              progress=progress) as capture:
             result, digest, plain_bytes, interrupted = _checkpoint_into(
                 catalogue, podman, info.id, name, options, archive_file.path, capture.progress,
@@ -465,14 +457,14 @@ class ResumeOptions:
     tcp_established: bool = False
     file_locks: bool = False
     strict: bool = False  # refuse a snapshot from a host that differs (hostcompat)
-    volumes: str | None = None  # volumes.MODES; None: a clone's own, else the snapshot's
+    volumes: str | None = None  # volume_plan.MODES; None: a clone's own, else the snapshot's
     time_limit: float | None = None  # seconds to wait for podman's restore (waiting.py)
     allow_host_access: bool = False  # resume a pulled snapshot whatever it asks (spec_policy)
     max_age: float | None = None  # seconds: refuse an older snapshot (freshness.py)
 
     def __post_init__(self) -> None:
-        if self.volumes is not None and self.volumes not in volumes.MODES:
-            raise UsageError(f"--volumes must be one of {', '.join(volumes.MODES)}")
+        if self.volumes is not None and self.volumes not in volume_plan.MODES:
+            raise UsageError(f"--volumes must be one of {', '.join(volume_plan.MODES)}")
 
 
 @dataclass(frozen=True)
@@ -508,8 +500,8 @@ def resume_snapshot(
         progress.phase("comparing hosts")
         hostcompat.check_before_resume(snapshot, podman, criu_version, strict=options.strict,
                                        warn=warn or (lambda _: None))
-    # Copies of volumes that a resume killed outright left behind (volumes.py).
-    volumes.put_back_left_copies(catalogue.home, podman, warn or (lambda _: None))
+    # Copies of volumes that a resume killed outright left behind (saved_volumes.py).
+    saved_volumes.put_back_left_copies(catalogue.home, podman, warn or (lambda _: None))
     target = options.name or snapshot.container_name
     with claim_name(target) as name_claim:
         existing = podman.inspect_container(target)
@@ -525,9 +517,9 @@ def resume_snapshot(
                 # Before anything is removed or restored (spec_policy.py).
                 spec_policy.refuse_host_access(snapshot.ref,
                                                spec_policy.archive_host_access(held.path))
-            plan = volumes.plan_for_restore(podman, held.path, target=target,
-                                            source_container=snapshot.container_name,
-                                            mode=options.volumes, replacing=existing)
+            plan = volume_plan.plan_for_restore(podman, held.path, target=target,
+                                                source_container=snapshot.container_name,
+                                                mode=options.volumes, replacing=existing)
             if existing is not None or plan.remove_first:
                 # Otherwise the digest is checked while podman reads; here a damaged archive
                 # must not cost the user the container or the volumes it was to replace.
@@ -539,10 +531,10 @@ def resume_snapshot(
             if snapshot.plain_bytes is not None:
                 progress.expect(snapshot.plain_bytes)
             try:
-                # Before a volume is removed, its content is on disk (volumes.py): a failure
+                # Before a volume is removed, its content is on disk (saved_volumes.py): a failure
                 # from here on puts it back as it was.
-                volumes.save_before_removing(catalogue.home, podman, plan, progress)
-                volumes.prepare(podman, plan, held.path, progress)
+                volume_plan.save_before_removing(catalogue.home, podman, plan, progress)
+                volume_plan.prepare(podman, plan, held.path, progress)
                 restored, interrupted = _restore_through_feed(held.path, snapshot, podman,
                                                               name_claim, options, progress,
                                                               plan)
@@ -552,13 +544,13 @@ def resume_snapshot(
                 if reported is err:
                     raise
                 raise reported from err
-            volumes.done(plan)
+            volume_plan.done(plan)
     return dataclasses.replace(_resumed(target, restored, interrupted), volumes=plan.to_list())
 
 
-def _check_before_replacing(snapshot: Snapshot, path: Path, plan: volumes.VolumePlan,
-                            target: str, existing: ContainerInfo | None,
-                            progress: Progress) -> None:
+def _check_before_replacing(snapshot: Snapshot, path: Path, plan: volume_plan.VolumePlan,
+                                target: str, existing: ContainerInfo | None,
+                                progress: Progress) -> None:
     """Before resume removes a container or a volume: the archive is the one recorded, and
     holds every volume's content the restore needs. Any failure here has touched nothing."""
     untouched = ([f"{target} is as it was ({existing.state})"] if existing is not None else [])
@@ -567,7 +559,7 @@ def _check_before_replacing(snapshot: Snapshot, path: Path, plan: volumes.Volume
     try:
         check_digest(snapshot, path, progress)
         if plan.remove_first:
-            volumes.require_volume_tars(plan, path)
+            volume_plan.require_volume_tars(plan, path)
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted while verifying {snapshot.ref}'s archive: "
                           f"{'; '.join(untouched)}") from None
@@ -578,7 +570,7 @@ def _check_before_replacing(snapshot: Snapshot, path: Path, plan: volumes.Volume
 
 
 def _after_failed_restore(catalogue: Catalogue, podman: Podman, snapshot: Snapshot,
-                          name_claim: NameClaim, plan: volumes.VolumePlan,
+                          name_claim: NameClaim, plan: volume_plan.VolumePlan,
                           err: WarmctlError | KeyboardInterrupt) -> BaseException:
     """Clean up after a failed (or interrupted) restore: CRIU's log kept, the container this
     resume created removed, the volumes put back as they were. Returns the error to raise,
@@ -588,12 +580,13 @@ def _after_failed_restore(catalogue: Catalogue, podman: Podman, snapshot: Snapsh
         keep_criu_log(catalogue, err, f"{snapshot.name}-restore")
     if isinstance(err, (LeftUnfinished, TimedOut)) and not _podman_never_started(err):
         # podman goes on alone: its container is its business, and the copies stay.
-        notes = volumes.left_unfinished(plan)
+        notes = volume_plan.left_unfinished(plan)
     else:
         # Both run to their end through a Ctrl-C or SIGTERM meanwhile (the resume fails
         # either way): a volume is put back only once the container using it is gone.
-        _, again = volumes.through_interrupts(lambda: _remove_created(podman, name_claim, err))
-        notes, again_in_undo = volumes.undo(podman, plan)
+        _, again = saved_volumes.through_interrupts(
+            lambda: _remove_created(podman, name_claim, err))
+        notes, again_in_undo = volume_plan.undo(podman, plan)
         if again or again_in_undo:
             log.debug("interrupted again while cleaning up after: %s", err)
     if isinstance(err, KeyboardInterrupt):
@@ -752,7 +745,7 @@ _IMPORTED_CONFIGURATION_ONLY = re.compile(
 
 def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman,
                           name_claim: NameClaim, options: ResumeOptions, progress: Progress,
-                          plan: volumes.VolumePlan | None = None) -> tuple[RestoreResult, bool]:
+                          plan: volume_plan.VolumePlan | None = None) -> tuple[RestoreResult, bool]:
     """podman restores ``source`` read through an ArchiveFeed (see feed.py for why and how)
     into a container marked as this resume's (claim.py). Returns podman's result and whether
     the user pressed Ctrl-C meanwhile.
@@ -765,7 +758,7 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman,
     missing image, CRIU's own, an interruption) is reported as it is.
     """
     target = name_claim.name
-    plan = plan or volumes.VolumePlan()
+    plan = plan or volume_plan.VolumePlan()
     criu_options = criu_config.restore_options(tcp_established=options.tcp_established,
                                                 in_place=False)
     # A registry's spec reaches podman only edited (spec_policy.py): no whole-archive retry.
@@ -794,7 +787,7 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman,
                 log.debug("podman failed after reading only the configuration (%s): "
                           "trying again with the whole archive for every read", fed.reads)
                 _remove_created(podman, name_claim, err)
-                volumes.remove_made_by_podman(podman, plan)  # the retry makes them again
+                volume_plan.remove_made_by_podman(podman, plan)  # the retry makes them again
                 continue
         fed.verify()
         return restored, interrupted

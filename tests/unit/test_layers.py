@@ -17,7 +17,8 @@ LAYERS: dict[str, set[str]] = {
     "cli": {"warmctl.cli", "warmctl.__main__", "warmctl.app"},
     # what a verb does: snapshot, resume, warm, push and pull, doctor
     "lifecycle": {
-        "warmctl.snapshots", "warmctl.warm", "warmctl.volumes", "warmctl.feed",
+        "warmctl.snapshots", "warmctl.warm", "warmctl.lifecycle", "warmctl.lifecycle.freezer",
+        "warmctl.lifecycle.volume_plan", "warmctl.lifecycle.saved_volumes", "warmctl.feed",
         "warmctl.waiting", "warmctl.claim", "warmctl.oci.sharing", "warmctl.host.doctor",
         "warmctl.freshness",
     },

@@ -54,7 +54,7 @@ def command(
     for key, value in snap.extra.get("warm", {}).items():
         pairs.append((f"warm.{key}", str(value)))
     for key, value in snap.extra.get("volumes", {}).items():
-        if key in ("capture", "frozen_ms"):  # how the volumes were captured (volumes.py)
+        if key in ("capture", "frozen_ms"):  # how the volumes were captured (lifecycle/freezer.py)
             pairs.append((f"volumes.{key}", str(value)))
     for key, value in snap.extra.get("pulled", {}).items():
         if key == "signed_by":

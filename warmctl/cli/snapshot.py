@@ -65,7 +65,7 @@ def command(
     catalogue = app.catalogue()
     with out.progress(f"snapshot {container}") as progress:
         snap = take_snapshot(catalogue, app.podman, container, snapshot_name, options, progress)
-    from warmctl.volumes import bind_mount_warnings
+    from warmctl.lifecycle.freezer import bind_mount_warnings
 
     for warning in bind_mount_warnings(snap.extra):
         out.warn(warning)

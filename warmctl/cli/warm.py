@@ -169,7 +169,7 @@ def command(
     catalogue = app.catalogue()
     with out.progress(f"warm {name}") as progress:
         snap = warm(catalogue, app.podman, plan, progress, warn=out.warn)
-    from warmctl.volumes import bind_mount_warnings
+    from warmctl.lifecycle.freezer import bind_mount_warnings
 
     for warning in bind_mount_warnings(snap.extra):
         out.warn(warning)

@@ -22,7 +22,7 @@ COMPRESSIONS = ("zstd", "none", "gzip")
 @dataclass(frozen=True)
 class VolumeSettings:
     """How a named volume was made, as `podman volume inspect` shows it: enough to make it
-    again as it was (volumes.py puts a volume back after a failed resume)."""
+    again as it was (saved_volumes.py puts a volume back after a failed resume)."""
 
     driver: str = "local"
     labels: dict[str, str] = field(default_factory=dict)
@@ -111,7 +111,7 @@ class Podman(ABC):
         podman's PATH, whose ``criu`` hands CRIU warmctl's configuration (criu_config.py)."""
         raise PodmanError("this podman adapter cannot restore in place")
 
-    # --- named volumes (warmctl/volumes.py) ---
+    # --- named volumes (warmctl/lifecycle/volume_plan.py) ---
 
     def volume_mountpoint(self, name: str) -> Path | None:
         """Where the volume's content lives on the host; None when there is no such volume."""
