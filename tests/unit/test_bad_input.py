@@ -205,7 +205,7 @@ def test_list_keeps_one_line_per_snapshot_whatever_an_older_catalogue_recorded(
 
 
 def test_labels_at_the_limit_and_beyond_ascii_values_are_kept() -> None:
-    from warmctl.snapshots import parse_labels
+    from warmctl.labels import parse_labels
 
     value = "é" * 512  # 1024 bytes
     assert parse_labels([f"note={value}", "a.b/c=x=y", "empty="]) == {

@@ -17,10 +17,13 @@ LAYERS: dict[str, set[str]] = {
     "cli": {"warmctl.cli", "warmctl.__main__", "warmctl.app"},
     # what a verb does: snapshot, resume, warm, push and pull, doctor
     "lifecycle": {
-        "warmctl.snapshots", "warmctl.warm", "warmctl.lifecycle", "warmctl.lifecycle.freezer",
-        "warmctl.lifecycle.volume_plan", "warmctl.lifecycle.saved_volumes", "warmctl.feed",
-        "warmctl.waiting", "warmctl.claim", "warmctl.oci.sharing", "warmctl.host.doctor",
-        "warmctl.freshness",
+        "warmctl.lifecycle", "warmctl.lifecycle.take", "warmctl.lifecycle.resume",
+        "warmctl.lifecycle.in_place", "warmctl.lifecycle.verify", "warmctl.lifecycle.remove",
+        "warmctl.lifecycle.prerequisites", "warmctl.lifecycle.criu_logs",
+        "warmctl.lifecycle.freezer", "warmctl.lifecycle.volume_plan",
+        "warmctl.lifecycle.saved_volumes",
+        "warmctl.warm", "warmctl.feed", "warmctl.waiting", "warmctl.claim", "warmctl.freshness",
+        "warmctl.oci.sharing", "warmctl.host.doctor",
     },
     # podman, the registry, the catalogue, CRIU's configuration, the host, the terminal
     # (output.py is the rendering layer; the lifecycle imports its Progress until Progress is
@@ -44,8 +47,9 @@ LAYERS: dict[str, set[str]] = {
 # Sub-packages, by who may import them: only the verbs import warmctl.oci (a closed cluster:
 # registries, signatures, trust), nothing below the verbs imports warmctl.cli, and warmctl.oci
 # and warmctl.host import neither each other (below), so among sub-packages the arrows go
-# cli -> oci and cli -> host only. The modules still in warmctl/ import warmctl.host (podman.py
-# reads host/diagnose.py, snapshots.py the host facts); host's adapters import podman.py.
+# cli -> oci and cli -> host only. warmctl.lifecycle and warmctl.podman import warmctl.host
+# (podman/cli.py reads host/diagnose.py, lifecycle/ the host facts); host's adapters import
+# warmctl.podman.
 MAY_BE_IMPORTED_BY = {
     "warmctl.cli": {"warmctl.cli", "warmctl.__main__"},
     "warmctl.oci": {"warmctl.cli", "warmctl.oci"},

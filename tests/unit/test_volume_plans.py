@@ -29,6 +29,8 @@ from warmctl.errors import (
 )
 from warmctl.lifecycle import freezer, volume_plan
 from warmctl.lifecycle.freezer import Freezer
+from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
 from warmctl.output import Progress
 from warmctl.podman.types import (
     CheckpointResult,
@@ -38,7 +40,6 @@ from warmctl.podman.types import (
     VolumeSettings,
 )
 from warmctl.refs import Ref
-from warmctl.snapshots import ResumeOptions, SnapshotOptions, resume_snapshot, take_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

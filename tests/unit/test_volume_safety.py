@@ -1,6 +1,6 @@
 """A failed resume never costs a volume: what ``--volumes snapshot`` (and ``--replace`` of a
-clone) does to the volumes it replaces, in order, with a fake podman (volume_plan.py, the resume
-part of snapshots.py). The real podman's side is tests/integration/test_volumes.py."""
+clone) does to the volumes it replaces, in order, with a fake podman (volume_plan.py,
+saved_volumes.py, resume.py). The real podman's side is tests/integration/test_volumes.py."""
 
 from __future__ import annotations
 
@@ -28,10 +28,11 @@ from warmctl.errors import (
     TimedOut,
 )
 from warmctl.lifecycle import saved_volumes, volume_plan
+from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
 from warmctl.output import Progress
 from warmctl.podman.types import RestoreResult, VolumeSettings
 from warmctl.refs import Ref
-from warmctl.snapshots import ResumeOptions, SnapshotOptions, resume_snapshot, take_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

@@ -15,9 +15,9 @@ def command(
 ) -> None:
     """Show everything recorded about a snapshot, and what its archive says."""
     from warmctl.archive import summarize
+    from warmctl.lifecycle.verify import record_disagreements
     from warmctl.provenance import trust_field
     from warmctl.refs import parse_ref
-    from warmctl.snapshots import record_disagreements
     from warmctl.spec_policy import archive_host_access
     from warmctl.units import format_size
 

@@ -44,12 +44,8 @@ def command(
     quiet: QuietOption = False,
 ) -> None:
     """Checkpoint a running container into the catalogue; prints NAME@GEN."""
-    from warmctl.snapshots import (
-        SnapshotOptions,
-        default_snapshot_name,
-        parse_labels,
-        take_snapshot,
-    )
+    from warmctl.labels import parse_labels
+    from warmctl.lifecycle.take import SnapshotOptions, default_snapshot_name, take_snapshot
 
     app = app_of(ctx)
     out = output_for(json_mode, quiet)

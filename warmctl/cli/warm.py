@@ -114,6 +114,8 @@ def command(
     quiet: QuietOption = False,
 ) -> None:
     """Run IMAGE, warm it up, wait until it is ready, and snapshot it as NAME."""
+    from warmctl.labels import parse_labels
+    from warmctl.lifecycle.take import SnapshotOptions
     from warmctl.podman_input import (
         validate_container_name,
         validate_podman_run_arg,
@@ -121,7 +123,6 @@ def command(
         validate_publish,
     )
     from warmctl.refs import validate_name
-    from warmctl.snapshots import SnapshotOptions, parse_labels
     from warmctl.units import parse_duration
     from warmctl.warm import ContainerSpec, Readiness, WarmPlan, warm
 
