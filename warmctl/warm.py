@@ -31,9 +31,9 @@ from warmctl.errors import (
 )
 from warmctl.lifecycle.prerequisites import require_usable_criu
 from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
-from warmctl.output import Progress
 from warmctl.podman.runner import CommandResult
 from warmctl.podman.types import Podman
+from warmctl.progress import Progress
 
 _OUTPUT_LIMIT = 300  # characters of a failing command's output shown in the error
 

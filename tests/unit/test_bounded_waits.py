@@ -16,7 +16,7 @@ from warmctl import container_lock, waiting
 from warmctl.catalogue import Catalogue
 from warmctl.errors import ExitCode, TimedOut
 from warmctl.lifecycle import take
-from warmctl.output import Progress
+from warmctl.progress import NoProgress as Progress
 
 
 def hold_lock(directory: Path, container_id: str, holder_pid: str = "4242") -> int:

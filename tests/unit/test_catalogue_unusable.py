@@ -20,7 +20,7 @@ from warmctl.errors import ExitCode, HostError
 from warmctl.host import doctor
 from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
 from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
-from warmctl.output import Progress
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 
 pytestmark = pytest.mark.usefixtures("usable_criu")

@@ -22,7 +22,7 @@ from warmctl.errors import DiskIOError, ExitCode
 from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
 from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
 from warmctl.oci.sharing import RegistryOptions, push_snapshot
-from warmctl.output import Progress
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 
 pytestmark = pytest.mark.usefixtures("usable_criu")

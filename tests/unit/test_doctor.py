@@ -36,10 +36,11 @@ from warmctl.host.doctor import (
     UlimitFacts,
 )
 from warmctl.lifecycle import criu_logs, prerequisites, resume, take
-from warmctl.output import Output, Progress
+from warmctl.output import Output
 from warmctl.podman.cli import PodmanCLI
 from warmctl.podman.runner import CommandResult, containers_conf_files
 from warmctl.podman.types import HostVersions, Podman
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 
 DATA = Path(__file__).parent / "data"

@@ -18,9 +18,9 @@ from warmctl.catalogue import Catalogue
 from warmctl.errors import CheckpointError, IntegrityError
 from warmctl.host.diagnose import criu_errors, device_name, diagnose, shorten_runtime_command
 from warmctl.lifecycle import resume, take
-from warmctl.output import Progress
 from warmctl.podman.cli import PodmanCLI
 from warmctl.podman.runner import CommandResult
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 
 RLIMIT = ("(00.294628) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: "

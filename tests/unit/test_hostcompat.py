@@ -18,7 +18,7 @@ from warmctl.host import doctor
 from warmctl.host import facts as host
 from warmctl.host.compare import HostProfile, compare, needs_comparison, parse_cpu_flags
 from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
-from warmctl.output import Progress
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 
 pytestmark = pytest.mark.usefixtures("usable_criu")

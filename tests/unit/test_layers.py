@@ -13,8 +13,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "warmctl"
 
 # Top to bottom. "warmctl.cli" stands for the whole package.
 LAYERS: dict[str, set[str]] = {
-    # the verbs, and the application object they build
-    "cli": {"warmctl.cli", "warmctl.__main__", "warmctl.app"},
+    # the verbs, the application object they build, and the rendering (output.py: the terminal,
+    # whose LiveProgress implements the Progress protocol the library takes)
+    "cli": {"warmctl.cli", "warmctl.__main__", "warmctl.app", "warmctl.output"},
     # what a verb does: snapshot, resume, warm, push and pull, doctor
     "lifecycle": {
         "warmctl.lifecycle", "warmctl.lifecycle.take", "warmctl.lifecycle.resume",
@@ -25,20 +26,19 @@ LAYERS: dict[str, set[str]] = {
         "warmctl.warm", "warmctl.feed", "warmctl.waiting", "warmctl.claim", "warmctl.freshness",
         "warmctl.oci.sharing", "warmctl.host.doctor",
     },
-    # podman, the registry, the catalogue, CRIU's configuration, the host, the terminal
-    # (output.py is the rendering layer; the lifecycle imports its Progress until Progress is
-    # a protocol the library takes, issue 22)
+    # podman, the registry, the catalogue, CRIU's configuration, the host
     "adapters": {
         "warmctl.podman", "warmctl.podman.runner", "warmctl.podman.types", "warmctl.podman.cli",
         "warmctl.catalogue", "warmctl.criu_config", "warmctl.container_lock",
-        "warmctl.ownership", "warmctl.transcode", "warmctl.output", "warmctl.provenance",
+        "warmctl.ownership", "warmctl.transcode", "warmctl.provenance",
         "warmctl.oci", "warmctl.oci.registry", "warmctl.oci.transport", "warmctl.oci.artifact",
         "warmctl.oci.cosign", "warmctl.oci.trust_policy",
         "warmctl.host", "warmctl.host.facts", "warmctl.host.podman_info", "warmctl.host.compare",
     },
     # pure rules and formats: no process, no network, no terminal
     "rules": {
-        "warmctl", "warmctl.errors", "warmctl.units", "warmctl.refs", "warmctl.labels",
+        "warmctl", "warmctl.errors", "warmctl.progress", "warmctl.units", "warmctl.refs",
+        "warmctl.labels",
         "warmctl.retention", "warmctl.podman_input", "warmctl.archive", "warmctl.spec_policy",
         "warmctl.host.criu_kernel", "warmctl.host.diagnose",
     },

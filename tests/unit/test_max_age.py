@@ -15,7 +15,7 @@ from warmctl.cli import main as cli_main
 from warmctl.errors import ExitCode, TooOldError
 from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
 from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
-from warmctl.output import Progress
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 
 pytestmark = pytest.mark.usefixtures("usable_criu")

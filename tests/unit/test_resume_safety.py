@@ -26,7 +26,7 @@ from warmctl.errors import (
 )
 from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
 from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
-from warmctl.output import Progress
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 from warmctl.warm import ContainerSpec, WarmPlan, warm
 

@@ -19,7 +19,7 @@ from warmctl.oci import artifact
 from warmctl.oci.registry import OCI_MANIFEST, RegistryUnreachable
 from warmctl.oci.sharing import RegistryOptions, push_snapshot
 from warmctl.oci.sharing import pull_snapshot as pull
-from warmctl.output import Progress
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 
 pytestmark = pytest.mark.usefixtures("usable_criu")

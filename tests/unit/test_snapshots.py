@@ -30,8 +30,8 @@ from warmctl.host import facts as host
 from warmctl.labels import parse_labels
 from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
 from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
-from warmctl.output import Progress
 from warmctl.podman.types import CheckpointResult, HostVersions
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 
 pytestmark = pytest.mark.usefixtures("usable_criu")

@@ -18,7 +18,7 @@ from warmctl.cli import main as cli_main
 from warmctl.errors import ExitCode
 from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
 from warmctl.oci import cosign
-from warmctl.output import Progress
+from warmctl.progress import NoProgress as Progress
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

@@ -31,7 +31,6 @@ from warmctl.lifecycle import freezer, volume_plan
 from warmctl.lifecycle.freezer import Freezer
 from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
 from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
-from warmctl.output import Progress
 from warmctl.podman.types import (
     CheckpointResult,
     ContainerInfo,
@@ -39,6 +38,7 @@ from warmctl.podman.types import (
     RestoreResult,
     VolumeSettings,
 )
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 
 pytestmark = pytest.mark.usefixtures("usable_criu")

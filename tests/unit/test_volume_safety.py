@@ -30,8 +30,8 @@ from warmctl.errors import (
 from warmctl.lifecycle import saved_volumes, volume_plan
 from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
 from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
-from warmctl.output import Progress
 from warmctl.podman.types import RestoreResult, VolumeSettings
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 
 pytestmark = pytest.mark.usefixtures("usable_criu")

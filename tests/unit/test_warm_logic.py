@@ -12,7 +12,7 @@ from fakes import FakePodman
 from warmctl import warm as warm_module
 from warmctl.catalogue import Catalogue
 from warmctl.errors import ExitCode, NotFoundError, NotReadyError, UsageError
-from warmctl.output import Progress
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 from warmctl.warm import ContainerSpec, Readiness, WarmPlan, warm
 

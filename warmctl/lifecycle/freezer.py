@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from warmctl.errors import HostError
-from warmctl.output import Progress
 from warmctl.podman.types import ContainerInfo
+from warmctl.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ if sys.stdin.read() != "thawed":
 """
 
 
-class _ThawWhenExportStarts(Progress):
+class _ThawWhenExportStarts:
     """Passes progress on; when the checkpoint starts watching the file podman exports into,
     thaws the container as soon as that file has any bytes. podman tars the volumes into its
     own storage first and only then writes the archive, so by then the volumes are captured."""

@@ -39,12 +39,12 @@ from warmctl.lifecycle.criu_logs import keep_criu_log
 from warmctl.lifecycle.in_place import stored_checkpoint
 from warmctl.lifecycle.prerequisites import require_runtime_can_checkpoint, require_usable_criu
 from warmctl.lifecycle.verify import check_digest, from_registry
-from warmctl.output import Progress
 from warmctl.podman.types import (
     ContainerInfo,
     Podman,
     RestoreResult,
 )
+from warmctl.progress import Progress
 from warmctl.refs import Ref
 from warmctl.waiting import PodmanCall
 

@@ -13,7 +13,7 @@ from warmctl.errors import (
     DiskIOError,
     IntegrityError,
 )
-from warmctl.output import Progress
+from warmctl.progress import Progress
 
 
 def from_registry(snapshot: Snapshot) -> bool:

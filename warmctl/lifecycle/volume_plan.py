@@ -42,8 +42,8 @@ from warmctl.lifecycle.saved_volumes import (
     _write_synced,
     through_interrupts,
 )
-from warmctl.output import Progress
 from warmctl.podman.types import ContainerInfo, Podman
+from warmctl.progress import Progress
 
 T = TypeVar("T")
 
