@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from fakes import FakePodman
 
-from warmctl import container_lock, waiting
+from warmctl import container_lock
 from warmctl.catalogue import Catalogue
 from warmctl.errors import ExitCode, TimedOut
-from warmctl.lifecycle import take
+from warmctl.lifecycle import take, waiting
 from warmctl.progress import NoProgress as Progress
 
 

@@ -23,7 +23,8 @@ LAYERS: dict[str, set[str]] = {
         "warmctl.lifecycle.prerequisites", "warmctl.lifecycle.criu_logs",
         "warmctl.lifecycle.freezer", "warmctl.lifecycle.volume_plan",
         "warmctl.lifecycle.saved_volumes",
-        "warmctl.warm", "warmctl.feed", "warmctl.waiting", "warmctl.claim", "warmctl.freshness",
+        "warmctl.lifecycle.warm", "warmctl.lifecycle.feed", "warmctl.lifecycle.waiting",
+        "warmctl.lifecycle.claim", "warmctl.lifecycle.freshness",
         "warmctl.oci.sharing", "warmctl.host.doctor",
     },
     # podman, the registry, the catalogue, CRIU's configuration, the host

@@ -13,7 +13,6 @@ import pytest
 from fakes import FakePodman, plain_archive_bytes
 from interrupts import Phases, press_ctrl_c
 
-from warmctl import claim
 from warmctl.catalogue import Catalogue
 from warmctl.errors import (
     CheckpointError,
@@ -24,11 +23,12 @@ from warmctl.errors import (
     PodmanConflictError,
     TimedOut,
 )
+from warmctl.lifecycle import claim
 from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
 from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
+from warmctl.lifecycle.warm import ContainerSpec, WarmPlan, warm
 from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
-from warmctl.warm import ContainerSpec, WarmPlan, warm
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

@@ -115,6 +115,7 @@ def command(
     quiet: QuietOption = False,
 ) -> None:
     """Run IMAGE, warm it up, wait until it is ready, and snapshot it as NAME."""
+    from warmctl.lifecycle.warm import ContainerSpec, Readiness, WarmPlan, warm
     from warmctl.podman_input import (
         validate_container_name,
         validate_podman_run_arg,
@@ -123,7 +124,6 @@ def command(
     )
     from warmctl.refs import validate_name
     from warmctl.units import parse_duration
-    from warmctl.warm import ContainerSpec, Readiness, WarmPlan, warm
 
     validate_name(name)
     if container is not None:

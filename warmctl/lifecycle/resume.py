@@ -17,9 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from warmctl import criu_config, feed, freshness, spec_policy
+from warmctl import criu_config, spec_policy
 from warmctl.catalogue import Catalogue, Snapshot
-from warmctl.claim import NameClaim, claim_name
 from warmctl.errors import (
     CheckpointError,
     ConflictError,
@@ -34,11 +33,13 @@ from warmctl.errors import (
 )
 from warmctl.host import compare as hostcompat
 from warmctl.host import podman_info as hostcache
-from warmctl.lifecycle import saved_volumes, volume_plan
+from warmctl.lifecycle import feed, freshness, saved_volumes, volume_plan
+from warmctl.lifecycle.claim import NameClaim, claim_name
 from warmctl.lifecycle.criu_logs import keep_criu_log
 from warmctl.lifecycle.in_place import stored_checkpoint
 from warmctl.lifecycle.prerequisites import require_runtime_can_checkpoint, require_usable_criu
 from warmctl.lifecycle.verify import check_digest, from_registry
+from warmctl.lifecycle.waiting import PodmanCall
 from warmctl.podman.types import (
     ContainerInfo,
     Podman,
@@ -46,7 +47,6 @@ from warmctl.podman.types import (
 )
 from warmctl.progress import Progress
 from warmctl.refs import Ref
-from warmctl.waiting import PodmanCall
 
 log = logging.getLogger(__name__)
 

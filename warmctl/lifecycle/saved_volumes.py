@@ -22,8 +22,8 @@ from warmctl.errors import (
     DiskIOError,
     WarmctlError,
 )
+from warmctl.lifecycle.waiting import in_daemon_thread
 from warmctl.podman.types import Podman, VolumeSettings
-from warmctl.waiting import in_daemon_thread
 
 T = TypeVar("T")
 

@@ -38,6 +38,7 @@ from warmctl.lifecycle import freezer
 from warmctl.lifecycle.criu_logs import keep_criu_log
 from warmctl.lifecycle.in_place import in_place_extra
 from warmctl.lifecycle.prerequisites import require_runtime_can_checkpoint, require_usable_criu
+from warmctl.lifecycle.waiting import DeferredInterrupts, PodmanCall
 from warmctl.podman.types import (
     COMPRESSIONS,
     CheckpointResult,
@@ -47,7 +48,6 @@ from warmctl.podman.types import (
 )
 from warmctl.progress import Progress
 from warmctl.refs import is_valid_name, validate_name
-from warmctl.waiting import DeferredInterrupts, PodmanCall
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from types import TracebackType
 from warmctl import archive, spec_policy
 from warmctl.criu_config import spec_for_restore
 from warmctl.errors import DiskIOError, IntegrityError, disk_read_error, is_disk_failure
-from warmctl.waiting import in_daemon_thread
+from warmctl.lifecycle.waiting import in_daemon_thread
 
 log = logging.getLogger(__name__)
 
