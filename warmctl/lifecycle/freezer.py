@@ -31,10 +31,7 @@ from warmctl.progress import Progress
 
 log = logging.getLogger(__name__)
 
-
 _FREEZE_TIMEOUT = 30.0  # seconds for the kernel to freeze every task of the cgroup
-
-
 _POLL = 0.005
 
 

@@ -39,8 +39,6 @@ T = TypeVar("T")
 # its volume is missing, and otherwise says where it is (put_back_left_copies).
 
 SAVED_DIR = "saved-volumes"
-
-
 _SAVED_NAME = re.compile(r"(?P<volume>[A-Za-z0-9][A-Za-z0-9_.-]*)@(?P<stamp>[0-9]{8}T[0-9]{6}Z)"
                          r"-(?P<pid>[0-9]+)-[0-9a-f]{8}\.(?P<kind>tar|json|partial)")
 

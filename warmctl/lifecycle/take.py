@@ -294,8 +294,6 @@ def _say_if_stopped(podman: Podman, container_id: str, err: CheckpointError) -> 
 # podman's and CRIU's words for a disk that failed a write (ENOSPC, EDQUOT, EIO).
 _DISK_FAILURE = re.compile(r"no space left on device|disk quota exceeded|input/output error",
                            re.I)
-
-
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
 
 

@@ -47,14 +47,9 @@ from warmctl.progress import Progress
 
 T = TypeVar("T")
 
-
 MODES = ("new", "shared", "snapshot")
-
-
 # podman's rule for volume names (and container names).
 _VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
 _CONFIG_SEARCH_LIMIT = 64 * 1024 * 1024  # as feed.py: podman writes the configuration first
 
 

@@ -61,20 +61,10 @@ _CONFLICT_PATTERNS = (
     re.compile(r"address already in use", re.I),
     re.compile(r"port is already allocated", re.I),
 )
-
-
 _NO_SUCH_CONTAINER = re.compile(r"no such container|no container with name or ID", re.I)
-
-
 _NO_SUCH_VOLUME = re.compile(r"no such volume|no volume with name", re.I)
-
-
 _VOLUME_EXISTS = re.compile(r"volume with name .* already exists", re.I)
-
-
 _VOLUME_IN_USE = re.compile(r"volume is being used|being used by the following container", re.I)
-
-
 _CRIU_LOG = re.compile(r"(/\S+/(?:dump|restore)\.log)")
 
 

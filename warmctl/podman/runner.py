@@ -25,16 +25,11 @@ from warmctl.errors import (
 
 log = logging.getLogger(__name__)
 
-
 # Ordinary queries take well under a second.
 QUERY_TIMEOUT = 60.0
-
-
 # podman run may pull an image. Checkpoint and restore get no timeout at all: killing podman
 # halfway through can leave a container frozen or dead with its memory in no archive.
 RUN_TIMEOUT = 3600.0
-
-
 # runc finds criu through PATH. A shim for a newer CRIU typically lives in /usr/local/sbin,
 # which some environments (cron, sudo's secure_path variants) leave out; put the usual
 # directories back so that podman -> conmon -> runc finds the same criu as an admin's shell.
