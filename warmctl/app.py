@@ -9,7 +9,7 @@ from pathlib import Path
 
 from warmctl.catalogue import DEFAULT_LOCK_TIMEOUT, Catalogue
 from warmctl.errors import UsageError
-from warmctl.podman import Podman
+from warmctl.podman.types import Podman
 
 
 def default_home() -> Path:
@@ -42,7 +42,7 @@ class App:
     @property
     def podman(self) -> Podman:
         if self._podman is None:
-            from warmctl.podman import PodmanCLI
+            from warmctl.podman.cli import PodmanCLI
 
             self._podman = PodmanCLI()
         return self._podman

@@ -5,6 +5,9 @@ its JSON, so no control characters and a bounded size."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+
+from warmctl.errors import UsageError
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}", re.ASCII)
 # C0, DEL and C1 controls: a newline would break list's one line per snapshot, an escape
@@ -24,3 +27,19 @@ def label_problem(key: str, value: str) -> str | None:
     if size > VALUE_MAX:
         return f"invalid label {key}: its value is {size} bytes, more than the {VALUE_MAX} allowed"
     return None
+
+
+def parse_labels(items: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` labels, refused (exit 2) saying what is wrong (label_problem)."""
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"invalid label {item!r}: expected KEY=VALUE")
+        problem = label_problem(key, value)
+        if problem:
+            raise UsageError(problem)
+        if key in labels:  # the last one would win unseen: a typo or a script's mistake
+            raise UsageError(f"label {key!r} is given twice: give each label key once")
+        labels[key] = value
+    return labels

@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from warmctl.errors import WarmctlError
+from warmctl.progress import NoProgress, Progress
 from warmctl.units import format_duration, format_size
 
 if TYPE_CHECKING:
@@ -129,26 +130,9 @@ def _say_result_not_printed(err: OSError) -> None:
                              f"output ({err.strerror or err}); what was done stands\n")
 
 
-class Progress:
-    """Receives progress from library code. This base class ignores it."""
-
-    def phase(self, text: str) -> None:
-        """A new phase begins (e.g. 'checkpointing')."""
-
-    def advance(self, count: int) -> None:
-        """Another ``count`` bytes written or read in this phase."""
-
-    def expect(self, total: int) -> None:
-        """This phase will move ``total`` bytes: a terminal shows a bar."""
-
-    def watch_file(self, path: Any) -> None:
-        """Report the growing size of a file some other program writes."""
-
-    def stop_watching(self) -> None: ...
-
-
-class LiveProgress(Progress):
-    """One live line on stderr: phase, bytes, elapsed time. Only used on a terminal."""
+class LiveProgress:
+    """The terminal's ``Progress`` (warmctl.progress): one live line on stderr: phase, bytes,
+    elapsed time. Only used on a terminal."""
 
     def __init__(self, console: Console, verb: str) -> None:
         from rich.live import Live
@@ -334,7 +318,7 @@ class Output:
     def progress(self, verb: str) -> Iterator[Progress]:
         """A live line on a terminal; nothing when stderr is a pipe, or with -q or --json."""
         if self.quiet or self.json_mode or not sys.stderr.isatty():
-            yield Progress()
+            yield NoProgress()
             return
         with LiveProgress(self._console(stderr=True), verb) as live:
             yield live

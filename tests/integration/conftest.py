@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from support import IMAGES, Containers, Warmctl
 
-from warmctl.podman import podman_environment
+from warmctl.podman.runner import podman_environment
 
 
 def _host_problem() -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from warmctl.podman import podman_environment
+from warmctl.podman.runner import podman_environment
 
 IMAGES = {
     "busybox": "localhost/warmctl-test/busybox",

@@ -10,7 +10,7 @@ from mcclient import MemcacheClient, iter_missing_or_different, random_items, wa
 from support import IMAGES, Containers, free_port
 
 from warmctl.errors import NotFoundError
-from warmctl.podman import PodmanCLI
+from warmctl.podman.cli import PodmanCLI
 
 pytestmark = pytest.mark.podman
 

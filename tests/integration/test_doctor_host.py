@@ -9,7 +9,7 @@ import pytest
 from support import IMAGES, Containers, Warmctl, podman
 
 from warmctl.host import facts as host
-from warmctl.podman import podman_environment
+from warmctl.podman.runner import podman_environment
 
 pytestmark = pytest.mark.podman
 

@@ -1,7 +1,7 @@
 """warmctl compresses archives itself (multi-threaded zstd) and feeds them to podman through a
-FIFO, decompressing on the fly (warmctl/feed.py). Whatever the path, a resume must bring back
-exactly the data podman's own path brings back, warmctl's archives must stay importable by
-plain podman, and a damaged archive must never come back as a running container."""
+FIFO, decompressing on the fly (warmctl/lifecycle/feed.py). Whatever the path, a resume must
+bring back exactly the data podman's own path brings back, warmctl's archives must stay
+importable by plain podman, and a damaged archive must never come back as a running container."""
 
 from __future__ import annotations
 

@@ -7,9 +7,10 @@ import pytest
 from fake_registry import FakeRegistry
 from fakes import FakePodman
 
-from warmctl import claim, container_lock, criu_config
+from warmctl import container_lock, criu_config
 from warmctl.catalogue import Catalogue
 from warmctl.host import facts as host
+from warmctl.lifecycle import claim
 
 
 @pytest.fixture

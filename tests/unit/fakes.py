@@ -15,14 +15,13 @@ from pathlib import Path
 import zstandard
 
 from warmctl.errors import CheckpointError, HostError, PodmanConflictError, PodmanError
-from warmctl.podman import (
+from warmctl.podman.runner import CommandResult, starting
+from warmctl.podman.types import (
     CheckpointResult,
-    CommandResult,
     ContainerInfo,
     HostVersions,
     Podman,
     RestoreResult,
-    starting,
 )
 
 DATA = Path(__file__).parent / "data"

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from warmctl.output import Progress
+from warmctl.progress import NoProgress as Progress
 
 
 class Phases(Progress):

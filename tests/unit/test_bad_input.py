@@ -205,7 +205,7 @@ def test_list_keeps_one_line_per_snapshot_whatever_an_older_catalogue_recorded(
 
 
 def test_labels_at_the_limit_and_beyond_ascii_values_are_kept() -> None:
-    from warmctl.snapshots import parse_labels
+    from warmctl.labels import parse_labels
 
     value = "é" * 512  # 1024 bytes
     assert parse_labels([f"note={value}", "a.b/c=x=y", "empty="]) == {
@@ -286,7 +286,7 @@ def test_an_unusable_podman_is_exit_6_in_words_that_say_so(
 def test_a_podman_that_fails_without_a_word_is_still_podman(tmp_path: Path) -> None:
     """A real podman that fails silently is a podman failure, not an unusable program."""
     from warmctl.errors import HostError, PodmanError
-    from warmctl.podman import PodmanCLI
+    from warmctl.podman.cli import PodmanCLI
 
     script = tmp_path / "podman"
     script.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "podman version 4.3.1" && exit 0'

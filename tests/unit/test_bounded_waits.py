@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from fakes import FakePodman
 
-from warmctl import container_lock, snapshots, waiting
+from warmctl import container_lock
 from warmctl.catalogue import Catalogue
 from warmctl.errors import ExitCode, TimedOut
-from warmctl.output import Progress
+from warmctl.lifecycle import take, waiting
+from warmctl.progress import NoProgress as Progress
 
 
 def hold_lock(directory: Path, container_id: str, holder_pid: str = "4242") -> int:
@@ -90,7 +91,7 @@ def test_a_snapshot_behind_a_held_lock_times_out_with_nothing_done(
     try:
         started = time.monotonic()
         with pytest.raises(TimedOut) as raised:
-            snapshots.take_snapshot(catalogue, fake_podman, "mc", "mc", snapshots.SnapshotOptions(
+            take.take_snapshot(catalogue, fake_podman, "mc", "mc", take.SnapshotOptions(
                 leave_running=True, time_limit=1.5), Progress())
         waited = time.monotonic() - started
     finally:
@@ -119,7 +120,7 @@ def test_the_time_limit_left_after_the_wait_bounds_the_checkpoint(
 
     monkeypatch.setattr(waiting.PodmanCall, "__init__", recording_init)
     before = time.monotonic()
-    snapshots.take_snapshot(catalogue, fake_podman, "mc", "mc", snapshots.SnapshotOptions(
+    take.take_snapshot(catalogue, fake_podman, "mc", "mc", take.SnapshotOptions(
         leave_running=True, time_limit=30), Progress())
     ((limit, started),) = calls
     assert limit == 30 and started is not None and before <= started <= time.monotonic()

@@ -18,9 +18,10 @@ from warmctl.catalogue import Catalogue
 from warmctl.cli import main as cli_main
 from warmctl.errors import ExitCode, HostError
 from warmctl.host import doctor
-from warmctl.output import Progress
+from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
-from warmctl.snapshots import ResumeOptions, SnapshotOptions, resume_snapshot, take_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

@@ -23,8 +23,8 @@ from warmctl.criu_config import (
     restore_options,
     spec_for_restore,
 )
-from warmctl.feed import ArchiveFeed
 from warmctl.host import facts as host
+from warmctl.lifecycle.feed import ArchiveFeed
 from warmctl.ownership import owner_is_gone
 
 RUNC = json.dumps({"runtime": "runc"}).encode()

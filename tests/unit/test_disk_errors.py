@@ -19,10 +19,11 @@ from warmctl import archive
 from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.cli import main as cli_main
 from warmctl.errors import DiskIOError, ExitCode
+from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
 from warmctl.oci.sharing import RegistryOptions, push_snapshot
-from warmctl.output import Progress
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
-from warmctl.snapshots import ResumeOptions, SnapshotOptions, resume_snapshot, take_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from fakes import FakePodman
 
-from warmctl import criu_config, snapshots
+from warmctl import criu_config
 from warmctl.catalogue import Catalogue, SnapshotRecord
 from warmctl.cli.main import main
 from warmctl.errors import CheckpointError, ExitCode, HostError, PodmanError
@@ -35,14 +35,12 @@ from warmctl.host.doctor import (
     HostFacts,
     UlimitFacts,
 )
-from warmctl.output import Output, Progress
-from warmctl.podman import (
-    CommandResult,
-    HostVersions,
-    Podman,
-    PodmanCLI,
-    containers_conf_files,
-)
+from warmctl.lifecycle import criu_logs, prerequisites, resume, take
+from warmctl.output import Output
+from warmctl.podman.cli import PodmanCLI
+from warmctl.podman.runner import CommandResult, containers_conf_files
+from warmctl.podman.types import HostVersions, Podman
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 
 DATA = Path(__file__).parent / "data"
@@ -264,7 +262,7 @@ def test_a_failed_checkpoint_keeps_criu_log_names_its_error_and_the_fix(
 ) -> None:
     err = CheckpointError("checkpoint of c failed: exit status 1", stderr=PODMAN_317_STDERR,
                           criu_log=CRIU_317_DUMP_LOG)
-    snapshots.keep_criu_log(catalogue, err, "c-dump")
+    criu_logs.keep_criu_log(catalogue, err, "c-dump")
     kept = list(catalogue.logs_dir.iterdir())
     assert len(kept) == 1 and kept[0].name.endswith("-c-dump.log")
     assert stat.S_IMODE(kept[0].stat().st_mode) == 0o600
@@ -278,7 +276,7 @@ def test_a_failed_checkpoint_keeps_criu_log_names_its_error_and_the_fix(
 @pytest.mark.usefixtures("criu_317")
 def test_a_failure_without_criu_log_still_gets_the_fix(catalogue: Catalogue) -> None:
     err = CheckpointError("checkpoint of c failed", stderr=PODMAN_FAKE_317_STDERR)
-    snapshots.keep_criu_log(catalogue, err, "c-dump")
+    criu_logs.keep_criu_log(catalogue, err, "c-dump")
     assert err.hint is not None and "install CRIU >= 4.2" in err.hint
     assert list(catalogue.logs_dir.iterdir()) == []
 
@@ -288,7 +286,7 @@ def test_a_failure_without_criu_log_still_gets_the_fix(catalogue: Catalogue) -> 
 
 def test_preflight_refuses_a_criu_too_old_for_the_kernel(criu_317: None) -> None:
     with pytest.raises(HostError) as caught:
-        snapshots.require_usable_criu()
+        prerequisites.require_usable_criu()
     assert caught.value.exit_code == ExitCode.ENVIRONMENT
     assert caught.value.message == (f"CRIU 3.17.1 cannot checkpoint on kernel {KERNEL} "
                                     "(vDSO, socket options)")
@@ -299,14 +297,14 @@ def test_preflight_refuses_a_missing_or_broken_criu(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(host, "kernel_release", lambda: KERNEL)
     monkeypatch.setattr(host, "criu_path", lambda: None)
     with pytest.raises(HostError, match="CRIU is not installed") as missing:
-        snapshots.require_usable_criu()
+        prerequisites.require_usable_criu()
     assert missing.value.hint == "install CRIU >= 4.2 (scripts/provision-host does)"
     monkeypatch.setattr(host, "criu_path", lambda: "/usr/sbin/criu")
     monkeypatch.setattr(host, "criu_version", lambda: "")
     with pytest.raises(HostError, match="--version failed"):
-        snapshots.require_usable_criu()
+        prerequisites.require_usable_criu()
     monkeypatch.setattr(host, "criu_version", lambda: "4.2.1")
-    assert snapshots.require_usable_criu() == "4.2.1"
+    assert prerequisites.require_usable_criu() == "4.2.1"
 
 
 @pytest.mark.usefixtures("criu_317")
@@ -314,8 +312,8 @@ def test_snapshot_and_resume_stop_before_touching_a_container(catalogue: Catalog
     podman = FakePodman()
     podman.add("c")
     with pytest.raises(HostError, match="cannot checkpoint on kernel"):
-        snapshots.take_snapshot(catalogue, podman, "c", "c", snapshots.SnapshotOptions(),
-                                Progress())
+        take.take_snapshot(catalogue, podman, "c", "c", take.SnapshotOptions(),
+                           Progress())
     assert podman.calls == []
     assert catalogue.list_snapshots() == []
 
@@ -323,8 +321,8 @@ def test_snapshot_and_resume_stop_before_touching_a_container(catalogue: Catalog
         temp.path.write_bytes(b"archive")
         catalogue.publish(temp, SnapshotRecord("c", "c", "c", "img", "i", "zstd"), sha256="0")
     with pytest.raises(HostError, match="cannot checkpoint on kernel"):
-        snapshots.resume_snapshot(catalogue, podman, Ref("c", None), snapshots.ResumeOptions(),
-                                  Progress())
+        resume.resume_snapshot(catalogue, podman, Ref("c", None), resume.ResumeOptions(),
+                               Progress())
     assert podman.calls == []
 
 

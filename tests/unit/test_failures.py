@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 from fakes import FakePodman, plain_archive_bytes
 
-from warmctl import archive, container_lock, snapshots
+from warmctl import archive, container_lock
 from warmctl.catalogue import Catalogue
 from warmctl.errors import CheckpointError, IntegrityError
 from warmctl.host.diagnose import criu_errors, device_name, diagnose, shorten_runtime_command
-from warmctl.output import Progress
-from warmctl.podman import CommandResult, PodmanCLI
+from warmctl.lifecycle import resume, take
+from warmctl.podman.cli import PodmanCLI
+from warmctl.podman.runner import CommandResult
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
 
 RLIMIT = ("(00.294628) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: "
@@ -111,8 +113,8 @@ def test_the_error_names_crius_fatal_error_and_keeps_the_log(
         "checkpoint of kvm failed: runc checkpoint failed: exit status 1", stderr=RUNC_FAILED,
         criu_log=log)
     with pytest.raises(CheckpointError) as caught:
-        snapshots.take_snapshot(catalogue, fake_podman, "kvm", "kvm", snapshots.SnapshotOptions(),
-                                Progress())
+        take.take_snapshot(catalogue, fake_podman, "kvm", "kvm", take.SnapshotOptions(),
+                           Progress())
     message = caught.value.message
     assert "CRIU: Can't dump file 3 of that type [20600] (chr 10:232)" in message
     assert "rlimit" not in message and "--image-path" not in message
@@ -157,9 +159,9 @@ def test_an_incomplete_checkpoint_is_never_recorded(
     fake_podman.add("mc")
     fake_podman.exports = _without({"config.dump", "spec.dump"})
     with pytest.raises(CheckpointError) as caught:
-        snapshots.take_snapshot(catalogue, fake_podman, "mc", "mc",
-                                snapshots.SnapshotOptions(leave_running=leave_running),
-                                Progress())
+        take.take_snapshot(catalogue, fake_podman, "mc", "mc",
+                           take.SnapshotOptions(leave_running=leave_running),
+                           Progress())
     assert caught.value.exit_code == 7
     assert "not complete, so it was not recorded" in caught.value.message
     assert "no config.dump, spec.dump" in caught.value.message
@@ -172,13 +174,13 @@ def test_snapshot_and_resume_tell_criu_their_options(
     catalogue: Catalogue, fake_podman: FakePodman, usable_criu: None
 ) -> None:
     fake_podman.add("mc")
-    snapshots.take_snapshot(catalogue, fake_podman, "mc", "mc",
-                            snapshots.SnapshotOptions(leave_running=True), Progress())
-    snapshots.take_snapshot(catalogue, fake_podman, "mc", "strict", snapshots.SnapshotOptions(
+    take.take_snapshot(catalogue, fake_podman, "mc", "mc",
+                       take.SnapshotOptions(leave_running=True), Progress())
+    take.take_snapshot(catalogue, fake_podman, "mc", "strict", take.SnapshotOptions(
         leave_running=True, tcp_established=False), Progress())
-    snapshots.resume_snapshot(catalogue, fake_podman, Ref("mc", None),
-                              snapshots.ResumeOptions(name="clone"), Progress())
-    snapshots.resume_snapshot(catalogue, fake_podman, Ref("mc", None), snapshots.ResumeOptions(
+    resume.resume_snapshot(catalogue, fake_podman, Ref("mc", None),
+                           resume.ResumeOptions(name="clone"), Progress())
+    resume.resume_snapshot(catalogue, fake_podman, Ref("mc", None), resume.ResumeOptions(
         name="kept", tcp_established=True), Progress())
     assert fake_podman.criu_configs == [
         ["skip-in-flight"], [], ["auto-dedup", "tcp-close"], ["auto-dedup"]]
@@ -201,9 +203,9 @@ def test_snapshots_of_one_container_wait_for_each_other(
         def snapshot() -> None:
             # SQLite connections belong to their thread: the worker opens its own.
             with Catalogue(catalogue.home, lock_timeout=0.5).open() as own:
-                snapshots.take_snapshot(own, fake_podman, "mc", "mc",
-                                        snapshots.SnapshotOptions(leave_running=True),
-                                        Recorder())
+                take.take_snapshot(own, fake_podman, "mc", "mc",
+                                   take.SnapshotOptions(leave_running=True),
+                                   Recorder())
             done.set()
 
         worker = threading.Thread(target=snapshot)

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from warmctl.errors import IntegrityError
-from warmctl.feed import ArchiveFeed, _HeldEnd
+from warmctl.lifecycle.feed import ArchiveFeed, _HeldEnd
 
 
 def sha256(path: Path) -> str:

@@ -12,7 +12,8 @@ import pytest
 from fakes import FakePodman
 
 from warmctl.host import podman_info as hostcache
-from warmctl.podman import HostVersions, PodmanCLI
+from warmctl.podman.cli import PodmanCLI
+from warmctl.podman.types import HostVersions
 
 
 class FingerprintedPodman(FakePodman):

@@ -17,9 +17,9 @@ from warmctl.host import compare as hostcompat
 from warmctl.host import doctor
 from warmctl.host import facts as host
 from warmctl.host.compare import HostProfile, compare, needs_comparison, parse_cpu_flags
-from warmctl.output import Progress
+from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
-from warmctl.snapshots import ResumeOptions, resume_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

@@ -13,27 +13,33 @@ PACKAGE = Path(__file__).resolve().parents[2] / "warmctl"
 
 # Top to bottom. "warmctl.cli" stands for the whole package.
 LAYERS: dict[str, set[str]] = {
-    # the verbs, and the application object they build
-    "cli": {"warmctl.cli", "warmctl.__main__", "warmctl.app"},
+    # the verbs, the application object they build, and the rendering (output.py: the terminal,
+    # whose LiveProgress implements the Progress protocol the library takes)
+    "cli": {"warmctl.cli", "warmctl.__main__", "warmctl.app", "warmctl.output"},
     # what a verb does: snapshot, resume, warm, push and pull, doctor
     "lifecycle": {
-        "warmctl.snapshots", "warmctl.warm", "warmctl.volumes", "warmctl.feed",
-        "warmctl.waiting", "warmctl.claim", "warmctl.oci.sharing", "warmctl.host.doctor",
-        "warmctl.freshness",
+        "warmctl.lifecycle", "warmctl.lifecycle.take", "warmctl.lifecycle.resume",
+        "warmctl.lifecycle.in_place", "warmctl.lifecycle.verify", "warmctl.lifecycle.remove",
+        "warmctl.lifecycle.prerequisites", "warmctl.lifecycle.criu_logs",
+        "warmctl.lifecycle.freezer", "warmctl.lifecycle.volume_plan",
+        "warmctl.lifecycle.saved_volumes",
+        "warmctl.lifecycle.warm", "warmctl.lifecycle.feed", "warmctl.lifecycle.waiting",
+        "warmctl.lifecycle.claim", "warmctl.lifecycle.freshness",
+        "warmctl.oci.sharing", "warmctl.host.doctor",
     },
-    # podman, the registry, the catalogue, CRIU's configuration, the host, the terminal
-    # (output.py is the rendering layer; the lifecycle imports its Progress until Progress is
-    # a protocol the library takes, issue 22)
+    # podman, the registry, the catalogue, CRIU's configuration, the host
     "adapters": {
-        "warmctl.podman", "warmctl.catalogue", "warmctl.criu_config", "warmctl.container_lock",
-        "warmctl.ownership", "warmctl.transcode", "warmctl.output", "warmctl.provenance",
+        "warmctl.podman", "warmctl.podman.runner", "warmctl.podman.types", "warmctl.podman.cli",
+        "warmctl.catalogue", "warmctl.criu_config", "warmctl.container_lock",
+        "warmctl.ownership", "warmctl.transcode", "warmctl.provenance",
         "warmctl.oci", "warmctl.oci.registry", "warmctl.oci.transport", "warmctl.oci.artifact",
         "warmctl.oci.cosign", "warmctl.oci.trust_policy",
         "warmctl.host", "warmctl.host.facts", "warmctl.host.podman_info", "warmctl.host.compare",
     },
     # pure rules and formats: no process, no network, no terminal
     "rules": {
-        "warmctl", "warmctl.errors", "warmctl.units", "warmctl.refs", "warmctl.labels",
+        "warmctl", "warmctl.errors", "warmctl.progress", "warmctl.units", "warmctl.refs",
+        "warmctl.labels",
         "warmctl.retention", "warmctl.podman_input", "warmctl.archive", "warmctl.spec_policy",
         "warmctl.host.criu_kernel", "warmctl.host.diagnose",
     },
@@ -42,8 +48,9 @@ LAYERS: dict[str, set[str]] = {
 # Sub-packages, by who may import them: only the verbs import warmctl.oci (a closed cluster:
 # registries, signatures, trust), nothing below the verbs imports warmctl.cli, and warmctl.oci
 # and warmctl.host import neither each other (below), so among sub-packages the arrows go
-# cli -> oci and cli -> host only. The modules still in warmctl/ import warmctl.host (podman.py
-# reads host/diagnose.py, snapshots.py the host facts); host's adapters import podman.py.
+# cli -> oci and cli -> host only. warmctl.lifecycle and warmctl.podman import warmctl.host
+# (podman/cli.py reads host/diagnose.py, lifecycle/ the host facts); host's adapters import
+# warmctl.podman.
 MAY_BE_IMPORTED_BY = {
     "warmctl.cli": {"warmctl.cli", "warmctl.__main__"},
     "warmctl.oci": {"warmctl.cli", "warmctl.oci"},

@@ -13,9 +13,10 @@ from fakes import FakePodman
 from warmctl.catalogue import DB_NAME, Catalogue
 from warmctl.cli import main as cli_main
 from warmctl.errors import ExitCode, TooOldError
-from warmctl.output import Progress
+from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
-from warmctl.snapshots import ResumeOptions, SnapshotOptions, resume_snapshot, take_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

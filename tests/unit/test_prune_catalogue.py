@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from warmctl.catalogue import Catalogue, SnapshotRecord
+from warmctl.lifecycle.remove import prune_snapshots
 from warmctl.retention import Policy
-from warmctl.snapshots import prune_snapshots
 
 names = st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=12)
 policies = st.builds(

@@ -17,8 +17,8 @@ from fakes import FakePodman
 from warmctl.catalogue import Catalogue
 from warmctl.cli import main as cli_main
 from warmctl.errors import ExitCode
-from warmctl.output import Progress
-from warmctl.snapshots import SnapshotOptions, take_snapshot
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
+from warmctl.progress import NoProgress as Progress
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

@@ -13,7 +13,6 @@ import pytest
 from fakes import FakePodman, plain_archive_bytes
 from interrupts import Phases, press_ctrl_c
 
-from warmctl import claim
 from warmctl.catalogue import Catalogue
 from warmctl.errors import (
     CheckpointError,
@@ -24,10 +23,12 @@ from warmctl.errors import (
     PodmanConflictError,
     TimedOut,
 )
-from warmctl.output import Progress
+from warmctl.lifecycle import claim
+from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
+from warmctl.lifecycle.warm import ContainerSpec, WarmPlan, warm
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
-from warmctl.snapshots import ResumeOptions, SnapshotOptions, resume_snapshot, take_snapshot
-from warmctl.warm import ContainerSpec, WarmPlan, warm
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 
@@ -279,14 +280,14 @@ def test_warm_removes_its_container_by_id_and_never_one_that_took_the_name(
 def test_ctrl_c_while_verifying_before_a_replace_leaves_the_container_as_it_was(
     catalogue: Catalogue, fake_podman: FakePodman, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from warmctl import snapshots
+    from warmctl.lifecycle import resume
 
     snapshot_of_a_running_mc(catalogue, fake_podman)
 
     def ctrl_c(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(snapshots, "check_digest", ctrl_c)
+    monkeypatch.setattr(resume, "check_digest", ctrl_c)
     with pytest.raises(Interrupted) as info:
         resume_snapshot(catalogue, fake_podman, Ref("mc"), ResumeOptions(replace=True),
                         Progress())

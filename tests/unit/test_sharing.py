@@ -14,13 +14,13 @@ from fakes import FakePodman
 
 from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.errors import ExitCode, IntegrityError, NotFoundError, UsageError
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
 from warmctl.oci import artifact
 from warmctl.oci.registry import OCI_MANIFEST, RegistryUnreachable
 from warmctl.oci.sharing import RegistryOptions, push_snapshot
 from warmctl.oci.sharing import pull_snapshot as pull
-from warmctl.output import Progress
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
-from warmctl.snapshots import SnapshotOptions, take_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

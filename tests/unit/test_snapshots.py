@@ -27,16 +27,12 @@ from warmctl.errors import (
     WarmctlError,
 )
 from warmctl.host import facts as host
-from warmctl.output import Progress
-from warmctl.podman import CheckpointResult, HostVersions
+from warmctl.labels import parse_labels
+from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
+from warmctl.podman.types import CheckpointResult, HostVersions
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
-from warmctl.snapshots import (
-    ResumeOptions,
-    SnapshotOptions,
-    parse_labels,
-    resume_snapshot,
-    take_snapshot,
-)
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

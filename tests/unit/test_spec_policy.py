@@ -16,7 +16,7 @@ import pytest
 from warmctl import archive, spec_policy
 from warmctl.criu_config import spec_for_restore
 from warmctl.errors import ExitCode, HostError
-from warmctl.feed import ArchiveFeed
+from warmctl.lifecycle.feed import ArchiveFeed
 
 ARCHIVE = Path(__file__).parent / "data" / "podman-checkpoint-busybox.tar"
 

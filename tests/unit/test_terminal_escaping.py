@@ -24,10 +24,11 @@ from warmctl.cli import main as cli_main
 from warmctl.errors import CheckpointError, ExitCode
 from warmctl.host import doctor
 from warmctl.host import facts as host
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
 from warmctl.oci import registry
 from warmctl.oci.artifact import canonical_json
-from warmctl.output import Output, Progress, json_escaped, terminal_text
-from warmctl.snapshots import SnapshotOptions, take_snapshot
+from warmctl.output import Output, json_escaped, terminal_text
+from warmctl.progress import NoProgress as Progress
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

@@ -16,9 +16,9 @@ from openssl_ca import make_key_pair, openssl
 from warmctl.catalogue import Catalogue
 from warmctl.cli import main as cli_main
 from warmctl.errors import ExitCode
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
 from warmctl.oci import cosign
-from warmctl.output import Progress
-from warmctl.snapshots import SnapshotOptions, take_snapshot
+from warmctl.progress import NoProgress as Progress
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

@@ -15,7 +15,7 @@ from typing import IO, Any
 import pytest
 from fakes import FakePodman, plain_archive_bytes
 
-from warmctl import archive, volumes
+from warmctl import archive
 from warmctl.catalogue import Catalogue
 from warmctl.errors import (
     CheckpointError,
@@ -27,16 +27,19 @@ from warmctl.errors import (
     PodmanConflictError,
     UsageError,
 )
-from warmctl.output import Progress
-from warmctl.podman import (
+from warmctl.lifecycle import freezer, volume_plan
+from warmctl.lifecycle.freezer import Freezer
+from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
+from warmctl.podman.types import (
     CheckpointResult,
     ContainerInfo,
     Mount,
     RestoreResult,
     VolumeSettings,
 )
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
-from warmctl.snapshots import ResumeOptions, SnapshotOptions, resume_snapshot, take_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 
@@ -56,7 +59,7 @@ def test_freezer_v1_freezes_and_thaws_once(tmp_path: Path) -> None:
     state.parent.mkdir(parents=True)
     state.write_text("THAWED\n")
     proc = fake_proc(tmp_path, "6:freezer:/libpod_parent/libpod-abc\n0::/\n")
-    freezer = volumes.Freezer.of_process(42, proc=proc, cgroup_root=root)
+    freezer = Freezer.of_process(42, proc=proc, cgroup_root=root)
     assert (freezer.control, freezer.version) == (state, 1)
     freezer.freeze()
     assert state.read_text() == "FROZEN"
@@ -75,7 +78,7 @@ def test_freezer_v2_uses_cgroup_freeze(tmp_path: Path) -> None:
     (group / "cgroup.freeze").write_text("0")
     (group / "cgroup.events").write_text("populated 1\nfrozen 1\n")
     proc = fake_proc(tmp_path, "0::/machine/libpod-abc\n")
-    freezer = volumes.Freezer.of_process(42, proc=proc, cgroup_root=root)
+    freezer = Freezer.of_process(42, proc=proc, cgroup_root=root)
     assert freezer.version == 2
     freezer.freeze()
     assert (group / "cgroup.freeze").read_text() == "1"
@@ -86,7 +89,7 @@ def test_freezer_v2_uses_cgroup_freeze(tmp_path: Path) -> None:
 def test_no_freezer_is_an_environment_error(tmp_path: Path) -> None:
     proc = fake_proc(tmp_path, "0::/gone\n")
     with pytest.raises(HostError) as caught:
-        volumes.Freezer.of_process(42, proc=proc, cgroup_root=tmp_path / "cgroup")
+        Freezer.of_process(42, proc=proc, cgroup_root=tmp_path / "cgroup")
     assert caught.value.exit_code == ExitCode.ENVIRONMENT
     assert "without --leave-running" in (caught.value.hint or "")
 
@@ -94,16 +97,16 @@ def test_no_freezer_is_an_environment_error(tmp_path: Path) -> None:
 def test_a_stopping_snapshot_or_a_container_without_volumes_is_not_frozen() -> None:
     bound = ContainerInfo("id1", "web", "img", "iid", "running", False, pid=999999,
                           mounts=[Mount("bind", "", "/srv/web", "/web")])
-    with volumes.captured_at_one_instant(bound, leave_running=True,
+    with freezer.captured_at_one_instant(bound, leave_running=True,
                                          progress=Progress()) as capture:
         pass  # pid 999999 has no cgroup: a freeze would have failed
     assert capture.record() == {"volumes": {
         "named": [], "bind_mounts": [{"source": "/srv/web", "destination": "/web"}]}}
-    assert volumes.bind_mount_warnings(capture.record()) == [
+    assert freezer.bind_mount_warnings(capture.record()) == [
         "bind mount /srv/web -> /web is a host path: its content is not in the snapshot"]
     named = ContainerInfo("id1", "db", "img", "iid", "running", False, pid=999999,
                           mounts=[Mount("volume", "dbdata", "/var/lib/x", "/data")])
-    with volumes.captured_at_one_instant(named, leave_running=False,
+    with freezer.captured_at_one_instant(named, leave_running=False,
                                          progress=Progress()) as capture:
         pass
     assert capture.record()["volumes"]["capture"] == "stopped"
@@ -214,9 +217,9 @@ class VolumePodman(FakePodman):
 
 
 def plan(podman: VolumePodman, source: Path, target: str, mode: str | None = None,
-         replacing: ContainerInfo | None = None) -> volumes.VolumePlan:
-    return volumes.plan_for_restore(podman, source, target=target, source_container="db",
-                                    mode=mode, replacing=replacing)
+         replacing: ContainerInfo | None = None) -> volume_plan.VolumePlan:
+    return volume_plan.plan_for_restore(podman, source, target=target, source_container="db",
+                                        mode=mode, replacing=replacing)
 
 
 def test_a_clone_gets_new_volumes_filled_from_the_archive(tmp_path: Path) -> None:
@@ -226,7 +229,7 @@ def test_a_clone_gets_new_volumes_filled_from_the_archive(tmp_path: Path) -> Non
     assert [(u.archived, u.volume, u.content) for u in made.uses] == [
         ("dbdata", "clone-dbdata", "snapshot")]
     assert made.ignore_volumes and made.renames
-    volumes.prepare(podman, made, source, Progress())
+    volume_plan.prepare(podman, made, source, Progress())
     with tarfile.open(fileobj=io.BytesIO(podman.volumes["clone-dbdata"])) as filled:
         assert filled.extractfile("./log").read() == b"1\n2\n3\n"  # type: ignore[union-attr]
     assert podman.volumes["dbdata"] == b"live"  # the source's, untouched
@@ -238,7 +241,7 @@ def test_a_clone_gets_new_volumes_filled_from_the_archive(tmp_path: Path) -> Non
     assert mounts["/data"] == "/vols/clone-dbdata/_data"
     assert mounts["/shared"] == "/srv/x"
 
-    volumes.undo(podman, made)
+    volume_plan.undo(podman, made)
     assert "clone-dbdata" not in podman.volumes
 
 
@@ -254,7 +257,7 @@ def test_archive_without_the_volumes_content_is_an_integrity_error(tmp_path: Pat
     podman = VolumePodman()
     made = plan(podman, source, "clone")
     with pytest.raises(IntegrityError, match=r"no volumes/dbdata\.tar"):
-        volumes.prepare(podman, made, source, Progress())
+        volume_plan.prepare(podman, made, source, Progress())
 
 
 def test_in_place_with_an_existing_volume_asks_for_a_choice(tmp_path: Path) -> None:
@@ -272,8 +275,8 @@ def test_in_place_with_an_existing_volume_asks_for_a_choice(tmp_path: Path) -> N
 
     restored = plan(podman, source, "db", "snapshot")
     assert restored.remove_first == ["dbdata"] and not restored.ignore_volumes
-    volumes.save_before_removing(tmp_path, podman, restored, Progress())
-    volumes.prepare(podman, restored, source, Progress())
+    volume_plan.save_before_removing(tmp_path, podman, restored, Progress())
+    volume_plan.prepare(podman, restored, source, Progress())
     assert "dbdata" not in podman.volumes  # podman recreates it from the archive
 
 
@@ -300,8 +303,8 @@ def test_shared_needs_the_volume(tmp_path: Path) -> None:
 def test_archive_without_volumes_needs_no_plan() -> None:
     from fakes import REAL_ARCHIVE
 
-    made = volumes.plan_for_restore(VolumePodman(), REAL_ARCHIVE, target="other",
-                                    source_container="x", mode="new", replacing=None)
+    made = volume_plan.plan_for_restore(VolumePodman(), REAL_ARCHIVE, target="other",
+                                        source_container="x", mode="new", replacing=None)
     assert made.uses == [] and not made.ignore_volumes
 
 
@@ -362,8 +365,8 @@ def test_replacing_an_earlier_clone_replaces_its_volume_too(tmp_path: Path) -> N
     earlier = ContainerInfo("clone999full", "clone", "img", "iid", "running", False)
     made = plan(podman, source, "clone", replacing=earlier)
     assert made.remove_first == ["clone-dbdata"]
-    volumes.save_before_removing(tmp_path, podman, made, Progress())
-    volumes.prepare(podman, made, source, Progress())
+    volume_plan.save_before_removing(tmp_path, podman, made, Progress())
+    volume_plan.prepare(podman, made, source, Progress())
     assert podman.volumes["clone-dbdata"] != b"old"
     podman.users["clone-dbdata"] = ["clone999full", "someone-else"]
     with pytest.raises(ConflictError):
@@ -373,11 +376,11 @@ def test_replacing_an_earlier_clone_replaces_its_volume_too(tmp_path: Path) -> N
 def test_the_guard_thaws_when_warmctl_is_gone(tmp_path: Path) -> None:
     state = tmp_path / "freezer.state"
     state.write_text("FROZEN")
-    subprocess.run([sys.executable, "-c", volumes._GUARD_SCRIPT, str(state), "THAWED"],
+    subprocess.run([sys.executable, "-c", freezer._GUARD_SCRIPT, str(state), "THAWED"],
                    input="", text=True, check=True, timeout=30)  # the pipe closed unannounced
     assert state.read_text() == "THAWED"
     state.write_text("FROZEN")
-    subprocess.run([sys.executable, "-c", volumes._GUARD_SCRIPT, str(state), "THAWED"],
+    subprocess.run([sys.executable, "-c", freezer._GUARD_SCRIPT, str(state), "THAWED"],
                    input="thawed", text=True, check=True, timeout=30)
     assert state.read_text() == "FROZEN"  # warmctl thawed (and then someone else froze it)
 
@@ -385,7 +388,7 @@ def test_the_guard_thaws_when_warmctl_is_gone(tmp_path: Path) -> None:
 def test_guarded_freeze_ends_thawed(tmp_path: Path) -> None:
     state = tmp_path / "freezer.state"
     state.write_text("THAWED")
-    freezer = volumes.Freezer(state, 1)
+    freezer = Freezer(state, 1)
     with freezer.guarded():
         freezer.freeze()
         assert state.read_text() == "FROZEN"

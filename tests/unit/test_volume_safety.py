@@ -1,6 +1,6 @@
 """A failed resume never costs a volume: what ``--volumes snapshot`` (and ``--replace`` of a
-clone) does to the volumes it replaces, in order, with a fake podman (volumes.py, the resume
-part of snapshots.py). The real podman's side is tests/integration/test_volumes.py."""
+clone) does to the volumes it replaces, in order, with a fake podman (volume_plan.py,
+saved_volumes.py, resume.py). The real podman's side is tests/integration/test_volumes.py."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import pytest
 from interrupts import _when_waiting
 from test_volume_plans import CloningPodman, archive_with_volume
 
-from warmctl import volumes
 from warmctl.catalogue import Catalogue
 from warmctl.errors import (
     CheckpointError,
@@ -28,10 +27,12 @@ from warmctl.errors import (
     PodmanError,
     TimedOut,
 )
-from warmctl.output import Progress
-from warmctl.podman import RestoreResult, VolumeSettings
+from warmctl.lifecycle import saved_volumes, volume_plan
+from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
+from warmctl.podman.types import RestoreResult, VolumeSettings
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
-from warmctl.snapshots import ResumeOptions, SnapshotOptions, resume_snapshot, take_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 
@@ -78,7 +79,7 @@ def resume_replacing(catalogue: Catalogue, podman: RestoringPodman) -> None:
 
 
 def saved_files(catalogue: Catalogue) -> list[str]:
-    directory = catalogue.home / volumes.SAVED_DIR
+    directory = catalogue.home / saved_volumes.SAVED_DIR
     return sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
 
 
@@ -173,15 +174,15 @@ def test_ctrl_c_while_the_volume_is_removed_waits_for_it_then_puts_it_back(
 def test_a_copy_left_by_a_killed_resume_is_put_back_by_the_next_resume(
         catalogue: Catalogue, tmp_path: Path) -> None:
     podman = snapshot_then_newer_volume(catalogue, tmp_path)
-    plan = volumes.VolumePlan(remove_first=["dbdata"])
-    volumes.save_before_removing(catalogue.home, podman, plan, Progress())
-    volumes.prepare(podman, plan, Path("unused"), Progress())
+    plan = volume_plan.VolumePlan(remove_first=["dbdata"])
+    volume_plan.save_before_removing(catalogue.home, podman, plan, Progress())
+    volume_plan.prepare(podman, plan, Path("unused"), Progress())
     [copy] = plan.saved
     copy.release()  # as kill -9: the files stay, the lock goes
     assert "dbdata" not in podman.volumes
     [settings, tar] = saved_files(catalogue)
     assert tar.startswith("dbdata@") and tar.endswith(".tar") and settings.endswith(".json")
-    assert (catalogue.home / volumes.SAVED_DIR / tar).stat().st_mode & 0o777 == 0o600
+    assert (catalogue.home / saved_volumes.SAVED_DIR / tar).stat().st_mode & 0o777 == 0o600
 
     said: list[str] = []
     podman.fail_restore = "Error: criu failed"  # what the next resume does matters not here
@@ -196,11 +197,11 @@ def test_a_copy_left_by_a_killed_resume_is_put_back_by_the_next_resume(
 def test_a_left_copy_whose_volume_exists_is_named_and_kept(catalogue: Catalogue,
                                                           tmp_path: Path) -> None:
     podman = snapshot_then_newer_volume(catalogue, tmp_path)
-    plan = volumes.VolumePlan(remove_first=["dbdata"])
-    volumes.save_before_removing(catalogue.home, podman, plan, Progress())
+    plan = volume_plan.VolumePlan(remove_first=["dbdata"])
+    volume_plan.save_before_removing(catalogue.home, podman, plan, Progress())
     plan.saved[0].release()
     said: list[str] = []
-    volumes.put_back_left_copies(catalogue.home, podman, said.append)
+    saved_volumes.put_back_left_copies(catalogue.home, podman, said.append)
     [message] = said
     path = plan.saved[0].path
     assert f"{path} holds volume dbdata's content" in message
@@ -211,13 +212,13 @@ def test_a_left_copy_whose_volume_exists_is_named_and_kept(catalogue: Catalogue,
 
 def test_a_running_resumes_copy_is_left_alone(catalogue: Catalogue, tmp_path: Path) -> None:
     podman = snapshot_then_newer_volume(catalogue, tmp_path)
-    plan = volumes.VolumePlan(remove_first=["dbdata"])
-    volumes.save_before_removing(catalogue.home, podman, plan, Progress())
-    volumes.prepare(podman, plan, Path("unused"), Progress())  # removed: podman restores next
+    plan = volume_plan.VolumePlan(remove_first=["dbdata"])
+    volume_plan.save_before_removing(catalogue.home, podman, plan, Progress())
+    volume_plan.prepare(podman, plan, Path("unused"), Progress())  # removed: podman restores next
     said: list[str] = []
-    volumes.put_back_left_copies(catalogue.home, podman, said.append)  # another warmctl
+    saved_volumes.put_back_left_copies(catalogue.home, podman, said.append)  # another warmctl
     assert said == [] and "dbdata" not in podman.volumes
-    volumes.done(plan)
+    volume_plan.done(plan)
     assert saved_files(catalogue) == []
 
 
@@ -279,14 +280,14 @@ def test_a_volume_podman_made_for_a_failed_restore_is_removed(catalogue: Catalog
 def test_a_left_copy_is_not_put_back_while_a_running_resume_has_removed_its_volume(
         catalogue: Catalogue, tmp_path: Path) -> None:
     podman = snapshot_then_newer_volume(catalogue, tmp_path)
-    older = volumes.VolumePlan(remove_first=["dbdata"])
-    volumes.save_before_removing(catalogue.home, podman, older, Progress())
+    older = volume_plan.VolumePlan(remove_first=["dbdata"])
+    volume_plan.save_before_removing(catalogue.home, podman, older, Progress())
     older.saved[0].release()  # killed long ago
-    running = volumes.VolumePlan(remove_first=["dbdata"])
-    volumes.save_before_removing(catalogue.home, podman, running, Progress())
-    volumes.prepare(podman, running, Path("unused"), Progress())  # podman restores next
+    running = volume_plan.VolumePlan(remove_first=["dbdata"])
+    volume_plan.save_before_removing(catalogue.home, podman, running, Progress())
+    volume_plan.prepare(podman, running, Path("unused"), Progress())  # podman restores next
     said: list[str] = []
-    volumes.put_back_left_copies(catalogue.home, podman, said.append)
+    saved_volumes.put_back_left_copies(catalogue.home, podman, said.append)
     assert said == [] and "dbdata" not in podman.volumes
     assert len(saved_files(catalogue)) == 4
 

@@ -16,8 +16,8 @@ from warmctl.errors import (
     LeftUnfinished,
     TimedOut,
 )
-from warmctl.podman import NotStarted, starting
-from warmctl.waiting import PodmanCall
+from warmctl.lifecycle.waiting import PodmanCall
+from warmctl.podman.runner import NotStarted, starting
 
 
 def test_without_ctrl_c_the_result_is_returned() -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from fakes import FakePodman
 
-from warmctl import warm as warm_module
 from warmctl.catalogue import Catalogue
 from warmctl.errors import ExitCode, NotFoundError, NotReadyError, UsageError
-from warmctl.output import Progress
+from warmctl.lifecycle import warm as warm_module
+from warmctl.lifecycle.warm import ContainerSpec, Readiness, WarmPlan, warm
+from warmctl.progress import NoProgress as Progress
 from warmctl.refs import Ref
-from warmctl.warm import ContainerSpec, Readiness, WarmPlan, warm
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from warmctl.podman import PodmanCLI
+    from warmctl.podman.cli import PodmanCLI
 
 # A <TAB> must not hang on a wedged podman; what it would have listed is not worth the wait.
 PODMAN_TIMEOUT = 3.0
@@ -86,7 +86,7 @@ def _ask_podman(question: Callable[[PodmanCLI], list[str]]) -> list[str]:
     """podman's answer, or nothing when podman is missing, fails or is slow."""
     # Only these completers pay for the adapter module; the catalogue's do not.
     from warmctl.errors import WarmctlError
-    from warmctl.podman import PodmanCLI
+    from warmctl.podman.cli import PodmanCLI
 
     try:
         return question(PodmanCLI(query_timeout=PODMAN_TIMEOUT))

@@ -11,6 +11,8 @@ from warmctl.cli import completion
 
 if TYPE_CHECKING:
     from warmctl.app import App
+    from warmctl.catalogue import Snapshot
+    from warmctl.lifecycle.take import SnapshotOptions
     from warmctl.oci.sharing import RegistryOptions
     from warmctl.output import Output
 
@@ -85,6 +87,36 @@ def parse_time_limit(value: str | None) -> float | None:
     if seconds <= 0:
         raise UsageError(f"--time-limit {value}: must be more than zero")
     return seconds
+
+
+def snapshot_options(*, leave_running: bool, compress: str, tcp_established: bool,
+                     file_locks: bool, label: list[str] | None,
+                     time_limit: str | None) -> SnapshotOptions:
+    """The snapshot flags of `snapshot` and `warm`, as the library takes them."""
+    from warmctl.labels import parse_labels
+    from warmctl.lifecycle.take import SnapshotOptions
+
+    return SnapshotOptions(
+        leave_running=leave_running,
+        compress=compress,
+        tcp_established=tcp_established,
+        file_locks=file_locks,
+        labels=parse_labels(label or []),
+        time_limit=parse_time_limit(time_limit),
+    )
+
+
+def report_snapshot(out: Output, snap: Snapshot, *, json_mode: bool) -> None:
+    """How `snapshot` and `warm` end: a warning per bind mount (its content is not in the
+    snapshot), then the snapshot as JSON, or its NAME@GEN."""
+    from warmctl.lifecycle.freezer import bind_mount_warnings
+
+    for warning in bind_mount_warnings(snap.extra):
+        out.warn(warning)
+    if json_mode:
+        out.json(snap.to_dict())
+    else:
+        out.line(snap.ref)
 
 
 def parse_max_age(value: str | None) -> float | None:

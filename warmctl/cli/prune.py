@@ -45,9 +45,9 @@ def command(
     A generation is kept if any policy keeps it. Orphan archives and temporary files that no
     live process holds are removed too.
     """
+    from warmctl.lifecycle.remove import prune_snapshots
     from warmctl.refs import validate_name
     from warmctl.retention import Policy
-    from warmctl.snapshots import prune_snapshots
     from warmctl.units import format_size, parse_duration_exact, parse_size
 
     policy = Policy(

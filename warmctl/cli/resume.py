@@ -76,9 +76,9 @@ def command(
     quiet: QuietOption = False,
 ) -> None:
     """Restore a snapshot as a running container; prints the container's name."""
+    from warmctl.lifecycle.resume import ResumeOptions, resume_snapshot
     from warmctl.podman_input import validate_container_name, validate_publish
     from warmctl.refs import Ref, parse_ref
-    from warmctl.snapshots import ResumeOptions, resume_snapshot
 
     parsed = parse_ref(ref)
     if name is not None:

@@ -26,8 +26,8 @@ def command(
     quiet: QuietOption = False,
 ) -> None:
     """Remove snapshots and their archives."""
+    from warmctl.lifecycle.remove import resolve_refs
     from warmctl.refs import parse_ref
-    from warmctl.snapshots import resolve_refs
     from warmctl.units import format_size
 
     parsed = [parse_ref(ref) for ref in refs]

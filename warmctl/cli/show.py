@@ -15,9 +15,9 @@ def command(
 ) -> None:
     """Show everything recorded about a snapshot, and what its archive says."""
     from warmctl.archive import summarize
+    from warmctl.lifecycle.verify import record_disagreements
     from warmctl.provenance import trust_field
     from warmctl.refs import parse_ref
-    from warmctl.snapshots import record_disagreements
     from warmctl.spec_policy import archive_host_access
     from warmctl.units import format_size
 
@@ -54,7 +54,7 @@ def command(
     for key, value in snap.extra.get("warm", {}).items():
         pairs.append((f"warm.{key}", str(value)))
     for key, value in snap.extra.get("volumes", {}).items():
-        if key in ("capture", "frozen_ms"):  # how the volumes were captured (volumes.py)
+        if key in ("capture", "frozen_ms"):  # how the volumes were captured (lifecycle/freezer.py)
             pairs.append((f"volumes.{key}", str(value)))
     for key, value in snap.extra.get("pulled", {}).items():
         if key == "signed_by":

@@ -16,7 +16,8 @@ from warmctl.cli.options import (
     label_option,
     leave_running_option,
     output_for,
-    parse_time_limit,
+    report_snapshot,
+    snapshot_options,
     snapshot_tcp_option,
     time_limit_option,
 )
@@ -44,32 +45,15 @@ def command(
     quiet: QuietOption = False,
 ) -> None:
     """Checkpoint a running container into the catalogue; prints NAME@GEN."""
-    from warmctl.snapshots import (
-        SnapshotOptions,
-        default_snapshot_name,
-        parse_labels,
-        take_snapshot,
-    )
+    from warmctl.lifecycle.take import default_snapshot_name, take_snapshot
 
     app = app_of(ctx)
     out = output_for(json_mode, quiet)
-    options = SnapshotOptions(
-        leave_running=leave_running,
-        compress=compress,
-        tcp_established=tcp_established,
-        file_locks=file_locks,
-        labels=parse_labels(label or []),
-        time_limit=parse_time_limit(time_limit),
-    )
+    options = snapshot_options(leave_running=leave_running, compress=compress,
+                               tcp_established=tcp_established, file_locks=file_locks,
+                               label=label, time_limit=time_limit)
     snapshot_name = name if name is not None else default_snapshot_name(container)
     catalogue = app.catalogue()
     with out.progress(f"snapshot {container}") as progress:
         snap = take_snapshot(catalogue, app.podman, container, snapshot_name, options, progress)
-    from warmctl.volumes import bind_mount_warnings
-
-    for warning in bind_mount_warnings(snap.extra):
-        out.warn(warning)
-    if json_mode:
-        out.json(snap.to_dict())
-    else:
-        out.line(snap.ref)
+    report_snapshot(out, snap, json_mode=json_mode)

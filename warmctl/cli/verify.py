@@ -18,8 +18,9 @@ def command(
     Exits 5 when any archive is corrupt, else 10 when the disk failed a read of one.
     """
     from warmctl.errors import DiskIOError, IntegrityError
+    from warmctl.lifecycle.remove import resolve_refs
+    from warmctl.lifecycle.verify import verify_snapshot
     from warmctl.refs import parse_ref
-    from warmctl.snapshots import resolve_refs, verify_snapshot
 
     out = output_for(json_mode, quiet)
     catalogue = app_of(ctx).catalogue()

@@ -17,7 +17,8 @@ from warmctl.cli.options import (
     label_option,
     leave_running_option,
     output_for,
-    parse_time_limit,
+    report_snapshot,
+    snapshot_options,
     snapshot_tcp_option,
     time_limit_option,
 )
@@ -114,6 +115,7 @@ def command(
     quiet: QuietOption = False,
 ) -> None:
     """Run IMAGE, warm it up, wait until it is ready, and snapshot it as NAME."""
+    from warmctl.lifecycle.warm import ContainerSpec, Readiness, WarmPlan, warm
     from warmctl.podman_input import (
         validate_container_name,
         validate_podman_run_arg,
@@ -121,9 +123,7 @@ def command(
         validate_publish,
     )
     from warmctl.refs import validate_name
-    from warmctl.snapshots import SnapshotOptions, parse_labels
     from warmctl.units import parse_duration
-    from warmctl.warm import ContainerSpec, Readiness, WarmPlan, warm
 
     validate_name(name)
     if container is not None:
@@ -154,14 +154,9 @@ def command(
             interval=parse_duration(interval),
             timeout=parse_duration(timeout),
         ),
-        snapshot=SnapshotOptions(
-            leave_running=leave_running,
-            compress=compress,
-            tcp_established=tcp_established,
-            file_locks=file_locks,
-            labels=parse_labels(label or []),
-            time_limit=parse_time_limit(time_limit),
-        ),
+        snapshot=snapshot_options(leave_running=leave_running, compress=compress,
+                                  tcp_established=tcp_established, file_locks=file_locks,
+                                  label=label, time_limit=time_limit),
         keep_on_failure=keep_on_failure,
     )
     app = app_of(ctx)
@@ -169,11 +164,4 @@ def command(
     catalogue = app.catalogue()
     with out.progress(f"warm {name}") as progress:
         snap = warm(catalogue, app.podman, plan, progress, warn=out.warn)
-    from warmctl.volumes import bind_mount_warnings
-
-    for warning in bind_mount_warnings(snap.extra):
-        out.warn(warning)
-    if json_mode:
-        out.json(snap.to_dict())
-    else:
-        out.line(snap.ref)
+    report_snapshot(out, snap, json_mode=json_mode)

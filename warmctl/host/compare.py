@@ -26,7 +26,7 @@ from warmctl.catalogue import Snapshot
 from warmctl.errors import HostError
 from warmctl.host import facts as host
 from warmctl.host import podman_info as hostcache
-from warmctl.podman import HostVersions, Podman
+from warmctl.podman.types import HostVersions, Podman
 
 _SHOWN_FLAGS = 8  # missing flags named in one line; the rest are counted
 

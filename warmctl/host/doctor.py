@@ -26,8 +26,9 @@ from warmctl.errors import CheckpointError, IntegrityError, WarmctlError
 from warmctl.host import compare as hostcompat
 from warmctl.host import facts as host
 from warmctl.host.diagnose import RUNC_FIX, USE_RUNC, criu_errors, diagnose, ulimits_fix
-from warmctl.podman import HostVersions, Podman, containers_conf_files
-from warmctl.snapshots import keep_criu_log
+from warmctl.lifecycle.criu_logs import keep_criu_log
+from warmctl.podman.runner import containers_conf_files
+from warmctl.podman.types import HostVersions, Podman
 from warmctl.units import format_size
 
 Status = Literal["ok", "warn", "fail"]
@@ -612,7 +613,7 @@ def host_access_check(catalogue: Catalogue, snapshot: Snapshot) -> Check:
     """``--snapshot REF``: the host access its container asks for (spec_policy.py); a warning
     for a pulled snapshot, which resume refuses without --allow-host-access."""
     from warmctl import spec_policy
-    from warmctl.snapshots import from_registry
+    from warmctl.lifecycle.verify import from_registry
 
     try:
         with catalogue.hold_archive(snapshot) as held:

@@ -20,7 +20,7 @@ from warmctl.host.criu_kernel import (
     missing_criu_fix,
     version_tuple,
 )
-from warmctl.podman import CommandResult, podman_environment, run_subprocess
+from warmctl.podman.runner import CommandResult, podman_environment, run_subprocess
 
 # The CRIU/kernel knowledge lives in criu_kernel.py (diagnose reads it without importing this
 # module, which runs programs through podman.py); these names stay importable from here.

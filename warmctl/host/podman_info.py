@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from warmctl.podman import HostVersions, Podman
+from warmctl.podman.types import HostVersions, Podman
 
 MAX_AGE_S = 24 * 3600
 

@@ -201,7 +201,7 @@ def record_from_config(data: bytes, artifact: Artifact, *, name: str | None, sou
     )
 
 
-# What each portable extra holds, as warmctl records it (snapshots.py, warm.py, hostcompat.py):
+# What each portable extra holds, as warmctl records it (take.py, warm.py, hostcompat.py):
 # a pulled config is held to it, so that show, doctor and resume never meet another type.
 _WARM_FIELDS: dict[str, tuple[type, ...]] = {
     "image": (str,), "command": (list,), "warmup": (str, type(None)),

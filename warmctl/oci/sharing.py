@@ -25,7 +25,7 @@ from warmctl.oci.registry import (
     parse_reference,
     sha256_digest,
 )
-from warmctl.output import Progress
+from warmctl.progress import Progress
 from warmctl.refs import Ref, validate_name
 from warmctl.units import format_size
 

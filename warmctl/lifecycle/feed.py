@@ -43,7 +43,7 @@ from types import TracebackType
 from warmctl import archive, spec_policy
 from warmctl.criu_config import spec_for_restore
 from warmctl.errors import DiskIOError, IntegrityError, disk_read_error, is_disk_failure
-from warmctl.waiting import in_daemon_thread
+from warmctl.lifecycle.waiting import in_daemon_thread
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class ArchiveFeed:
     receives the number of bytes fed to an import read. The configuration tar's spec loses
     any CRIU configuration file an earlier warmctl restore named (see criu_config.py).
     ``edit_dumps``: edits config.dump and spec.dump for the configuration reads (a clone's own
-    volumes, see volumes.py); with it, an archive whose configuration cannot be found is
+    volumes, see volume_plan.py); with it, an archive whose configuration cannot be found is
     refused. ``mark_spec``: edits that spec further (claim.py marks the container the restore
     creates). ``confine``: a snapshot from a registry: its spec loses the annotations that
     steer CRIU or the runtime (spec_policy.py) before warmctl's own edits, and it is never fed

@@ -29,9 +29,11 @@ from warmctl.errors import (
     UsageError,
     WarmctlError,
 )
-from warmctl.output import Progress
-from warmctl.podman import CommandResult, Podman
-from warmctl.snapshots import SnapshotOptions, require_usable_criu, take_snapshot
+from warmctl.lifecycle.prerequisites import require_usable_criu
+from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
+from warmctl.podman.runner import CommandResult
+from warmctl.podman.types import Podman
+from warmctl.progress import Progress
 
 _OUTPUT_LIMIT = 300  # characters of a failing command's output shown in the error
 

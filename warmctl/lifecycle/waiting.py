@@ -33,8 +33,8 @@ from warmctl.errors import (
     interruption,
     note_termination_signal,
 )
-from warmctl.output import Progress
-from warmctl.podman import SpawnGate, spawning_through
+from warmctl.podman.runner import SpawnGate, spawning_through
+from warmctl.progress import Progress
 from warmctl.units import format_duration
 
 T = TypeVar("T")

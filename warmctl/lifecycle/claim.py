@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from warmctl.errors import ConflictError
-from warmctl.podman import ContainerInfo, Podman
+from warmctl.podman.types import ContainerInfo, Podman
 
 log = logging.getLogger(__name__)
 

@@ -1,26 +1,24 @@
-"""The podman adapter: the only place warmctl runs podman.
+"""The podman adapter: ``PodmanCLI`` drives the real program through ``runner.py``.
 
-Every call is an argv list (never a shell) with a timeout, logged at debug level, and returns
-typed results or raises typed errors (``warmctl.errors``) carrying podman's stderr and, for
-checkpoint/restore failures, the path of CRIU's log. ``Podman`` is the interface the rest of
-the code depends on; ``PodmanCLI`` drives the real program; unit tests use a fake.
+It returns typed results (``types.py``) or raises typed errors (``warmctl.errors``) carrying
+podman's stderr and, for checkpoint/restore failures, the path of CRIU's log.
+
+Over 450 lines: it is one class, a method per podman command, with the parsers of podman's
+answers; cutting the class would scatter one job.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import shutil
-import subprocess
 import threading
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from warmctl.errors import (
     CheckpointError,
@@ -30,358 +28,31 @@ from warmctl.errors import (
     PodmanError,
 )
 from warmctl.host.diagnose import diagnose, shorten_runtime_command, without_warnings
+from warmctl.podman.runner import (
+    QUERY_TIMEOUT,
+    RUN_TIMEOUT,
+    CommandResult,
+    containers_conf_files,
+    podman_environment,
+    run_subprocess,
+)
+from warmctl.podman.types import (
+    CheckpointResult,
+    ContainerInfo,
+    HostVersions,
+    Mount,
+    Podman,
+    RestoreResult,
+    VolumeSettings,
+)
 
 log = logging.getLogger(__name__)
-
-# Ordinary queries take well under a second.
-QUERY_TIMEOUT = 60.0
-# podman run may pull an image. Checkpoint and restore get no timeout at all: killing podman
-# halfway through can leave a container frozen or dead with its memory in no archive.
-RUN_TIMEOUT = 3600.0
-# runc finds criu through PATH. A shim for a newer CRIU typically lives in /usr/local/sbin,
-# which some environments (cron, sudo's secure_path variants) leave out; put the usual
-# directories back so that podman -> conmon -> runc finds the same criu as an admin's shell.
-_SBIN_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
-
-COMPRESSIONS = ("zstd", "none", "gzip")
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    argv: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 # Where podman's OCI runtimes live (containers.conf's default search list), for the fingerprint.
 _RUNTIME_DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/sbin", "/bin",
                  "/usr/lib/cri-o-runc/sbin", "/run/current-system/sw/bin")
 _RUNTIME_FILES = tuple(f"{d}/{name}" for name in ("runc", "crun") for d in _RUNTIME_DIRS)
-
-
-def containers_conf_files(environ: Mapping[str, str], *,
-                          share: Path = Path("/usr/share/containers"),
-                          etc: Path = Path("/etc/containers")) -> list[Path]:
-    """The containers.conf files a root podman 4 reads, in order: later ones win. They choose
-    podman's runtime and cgroup manager (so versions_fingerprint includes them), and its
-    default ulimits (which doctor checks).
-
-    CONTAINERS_CONF, when set, replaces them all (containers/common's systemConfigs).
-    """
-    override = environ.get("CONTAINERS_CONF")
-    if override:
-        return [Path(override)]
-    files = [p for p in (share / "containers.conf", etc / "containers.conf") if p.is_file()]
-    dropins = etc / "containers.conf.d"
-    if dropins.is_dir():
-        files += sorted(p for p in dropins.glob("*.conf") if p.is_file())
-    return files
-
-
-def podman_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment podman runs in: the caller's, with the sbin directories on PATH."""
-    env = dict(os.environ if base is None else base)
-    path = [p for p in env.get("PATH", "").split(os.pathsep) if p]
-    path += [d for d in _SBIN_DIRS if d not in path]
-    env["PATH"] = os.pathsep.join(path)
-    # podman 5 warns on every command, on stderr, that cgroup v1 is deprecated: on a cgroup v1
-    # host that line would stand before every error podman prints. doctor names the cgroups.
-    env.setdefault("PODMAN_IGNORE_CGROUPSV1_WARNING", "1")
-    return env
-
-
-P = TypeVar("P")
-
-
-class NotStarted(Exception):
-    """A SpawnGate was closed before the program could start."""
-
-
-class SpawnGate:
-    """Says whether a program was started, to a caller that may stop waiting for it
-    (waiting.PodmanCall, on a second Ctrl-C or a time limit): once closed, nothing more starts
-    through it, so warmctl never says "podman goes on alone" of a podman that never ran, and
-    never leaves one to start after it has gone."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._closed = False
-        self.started = False
-
-    def close(self) -> bool:
-        """Let nothing start from now on; returns whether a program started before."""
-        with self._lock:
-            self._closed = True
-            return self.started
-
-    def spawn(self, start: Callable[[], P]) -> P:
-        with self._lock:
-            if self._closed:
-                raise NotStarted("the caller stopped waiting before the program started")
-            proc = start()
-            self.started = True
-            return proc
-
-
-_this_thread = threading.local()
-
-
-@contextlib.contextmanager
-def spawning_through(gate: SpawnGate) -> Iterator[None]:
-    """Programs that run_subprocess starts in this thread while the context is open start
-    through ``gate``."""
-    _this_thread.gate = gate
-    try:
-        yield
-    finally:
-        _this_thread.gate = None
-
-
-def starting(start: Callable[[], P]) -> P:
-    """``start()`` a program, through this thread's SpawnGate when there is one (what a fake
-    podman calls to stand for its program starting)."""
-    gate: SpawnGate | None = getattr(_this_thread, "gate", None)
-    return gate.spawn(start) if gate is not None else start()
-
-
-def run_subprocess(
-    argv: Sequence[str],
-    *,
-    timeout: float | None,
-    env: Mapping[str, str] | None = None,
-    stdin: int | None = subprocess.DEVNULL,
-    own_session: bool = False,
-) -> CommandResult:
-    """Run argv without a shell, capture its output, and log what ran.
-
-    ``own_session``: the program gets a session of its own, so a Ctrl-C at the terminal does
-    not reach it (checkpoint and restore must not stop halfway; the caller decides).
-    Raises HostError when the program is missing, and PodmanError on a timeout; a non-zero
-    exit is returned, not raised, since what it means depends on the caller.
-    """
-    argv = [str(a) for a in argv]
-    log.debug("running %s", " ".join(argv))
-
-    def start() -> subprocess.Popen[str]:
-        return subprocess.Popen(  # noqa: S603 - argv list, no shell
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin, text=True,
-            errors="replace", env=dict(env) if env is not None else None,
-            start_new_session=own_session)
-
-    try:
-        proc = starting(start)
-    except FileNotFoundError as exc:
-        raise HostError(
-            f"{argv[0]} is not installed or not on PATH",
-            hint="install podman (apt-get install podman) or run scripts/provision-host",
-        ) from exc
-    with proc:
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            proc.kill()
-            proc.communicate()
-            raise PodmanError(
-                f"{' '.join(argv[:2])} did not finish within {exc.timeout:.0f}s",
-                argv=argv,
-            ) from exc
-    returncode = proc.returncode
-    stderr_tail = stderr.strip().rsplit("\n", 1)[-1] if returncode else ""
-    log.debug("exit %d: %s %s", returncode, argv[0], stderr_tail)
-    return CommandResult(argv, returncode, stdout, stderr)
-
-
-@dataclass(frozen=True)
-class VolumeSettings:
-    """How a named volume was made, as `podman volume inspect` shows it: enough to make it
-    again as it was (volumes.py puts a volume back after a failed resume)."""
-
-    driver: str = "local"
-    labels: dict[str, str] = field(default_factory=dict)
-    options: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"driver": self.driver, "labels": self.labels, "options": self.options}
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One of a container's mounts, as podman inspect lists it."""
-
-    type: str  # "volume" (a named volume) or "bind" (a host path)
-    name: str  # the volume's name; "" for a bind mount
-    source: str  # the host path
-    destination: str  # the path inside the container
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    id: str
-    name: str
-    image_name: str
-    image_id: str
-    state: str  # podman's status word: running, exited, created, ...
-    checkpointed: bool
-    pid: int = 0  # the container's init process on the host, 0 when not running
-    ports: list[str] = field(default_factory=list)  # "HOST_IP:HOST_PORT:CONTAINER_PORT/PROTO"
-    labels: dict[str, str] = field(default_factory=dict)
-    mounts: list[Mount] = field(default_factory=list)
-    annotations: dict[str, str] = field(default_factory=dict)  # the spec's (Config.Annotations)
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
-
-@dataclass(frozen=True)
-class CheckpointResult:
-    criu_statistics: dict[str, int]
-    duration_us: int | None
-
-
-@dataclass(frozen=True)
-class RestoreResult:
-    container_id: str
-    criu_statistics: dict[str, int]
-    duration_us: int | None
-
-
-@dataclass(frozen=True)
-class HostVersions:
-    podman: str
-    runtime: str
-    runtime_version: str
-    kernel: str
-    hostname: str
-    cgroup_manager: str = ""
-    cgroup_version: str = ""
-    # The runtime's whole --version text: crun lists its build features (+CRIU) there.
-    runtime_details: str = ""
-
-
-class Podman(ABC):
-    """What warmctl needs from podman. Implementations: PodmanCLI, and fakes in tests."""
-
-    @abstractmethod
-    def host_versions(self) -> HostVersions: ...
-
-    def versions_fingerprint(self) -> str | None:
-        """Something that changes whenever host_versions() may: the programs' and their
-        configuration files' identities. None: unknown, so host_versions() is not cached."""
-        return None
-
-    def userdata_dir(self, container: str) -> Path | None:
-        """The container's directory in podman's storage, which holds its last checkpoint
-        (checkpoint/, network.status, ...); None when unknown."""
-        return None
-
-    def restore_in_place(self, container: str, *, tcp_established: bool = False,
-                         file_locks: bool = False, criu_bin: Path | None = None) -> RestoreResult:
-        """Restore a checkpointed, stopped container from the checkpoint in its own storage.
-
-        ``criu_bin``, here and in checkpoint() and restore(): a directory put first on
-        podman's PATH, whose ``criu`` hands CRIU warmctl's configuration (criu_config.py)."""
-        raise PodmanError("this podman adapter cannot restore in place")
-
-    # --- named volumes (warmctl/volumes.py) ---
-
-    def volume_mountpoint(self, name: str) -> Path | None:
-        """Where the volume's content lives on the host; None when there is no such volume."""
-        raise PodmanError("this podman adapter knows no volumes")
-
-    def volume_users(self, name: str) -> list[str]:
-        """The ids of the containers (any state) that mount the volume."""
-        raise PodmanError("this podman adapter knows no volumes")
-
-    def create_volume(self, name: str, settings: VolumeSettings | None = None) -> Path:
-        """A new, empty named volume (made as ``settings`` say: driver, labels, options);
-        returns its mountpoint."""
-        raise PodmanError("this podman adapter cannot create volumes")
-
-    def volume_settings(self, name: str) -> VolumeSettings | None:
-        """How the volume was made (driver, labels, options); None when there is none."""
-        raise PodmanError("this podman adapter knows no volumes")
-
-    def export_volume(self, name: str, dest: Path) -> None:
-        """Write the volume's content as a tar into ``dest`` (truncated, written in place)."""
-        raise PodmanError("this podman adapter cannot export volumes")
-
-    def import_volume(self, name: str, tar: IO[bytes]) -> None:
-        """Fill the volume with the content of a tar stream, read to its end."""
-        raise PodmanError("this podman adapter cannot import volumes")
-
-    def remove_volume(self, name: str) -> None:
-        """Remove a volume; one that is already gone is not an error."""
-        raise PodmanError("this podman adapter cannot remove volumes")
-
-    @abstractmethod
-    def inspect_container(self, name_or_id: str) -> ContainerInfo | None:
-        """The container's state, or None when podman knows no such container."""
-
-    @abstractmethod
-    def list_containers(self, *, running_only: bool = True) -> list[str]: ...
-
-    @abstractmethod
-    def list_images(self) -> list[str]: ...
-
-    @abstractmethod
-    def image_exists(self, image: str) -> bool: ...
-
-    def image_id(self, image: str) -> str | None:
-        """The full id of a local image, or None when it is not on this host (or, in an
-        implementation that cannot tell, unknown)."""
-        return None
-
-    @abstractmethod
-    def run_detached(
-        self,
-        image: str,
-        *,
-        name: str,
-        publish: Sequence[str] = (),
-        env: Sequence[str] = (),
-        volumes: Sequence[str] = (),
-        extra_args: Sequence[str] = (),
-        command: Sequence[str] = (),
-    ) -> str:
-        """Start a container in the background; returns its id."""
-
-    @abstractmethod
-    def exec(self, container: str, command: Sequence[str], *, timeout: float) -> CommandResult:
-        """Run a command inside the container; a non-zero exit is returned, not raised."""
-
-    @abstractmethod
-    def checkpoint(
-        self,
-        container: str,
-        export_to: Path,
-        *,
-        leave_running: bool = False,
-        compress: str = "zstd",
-        tcp_established: bool = False,
-        file_locks: bool = False,
-        criu_bin: Path | None = None,
-    ) -> CheckpointResult: ...
-
-    @abstractmethod
-    def restore(
-        self,
-        archive: Path,
-        *,
-        name: str,
-        publish: Sequence[str] = (),
-        tcp_established: bool = False,
-        file_locks: bool = False,
-        ignore_volumes: bool = False,
-        criu_bin: Path | None = None,
-    ) -> RestoreResult:
-        """``ignore_volumes``: the container mounts the volumes its configuration names as
-        they are, without creating them or restoring the archive's content into them."""
-
-    @abstractmethod
-    def remove_container(self, name_or_id: str, *, force: bool = True) -> None:
-        """Remove a container; a container that is already gone is not an error."""
 
 
 # Known failure signatures in podman's stderr, mapped to the error type and a one-line fix.
