@@ -17,19 +17,21 @@ Why it works this way (docs/lazy-resume.md has the measurements):
 - When the daemon dies before every page is in, the kernel releases its userfaultfds and the
   restored processes read ZEROS where pages were missing (measured: a memcached answered 11
   wrong values in 50 ms, then died of SIGFPE). The supervisor therefore holds a duplicate of
-  every userfaultfd the daemon receives (pidfd_getfd): a dead daemon then leaves the
-  processes blocked on their next missing page, never reading wrong memory, until the
+  every userfaultfd the daemon receives (pidfd_getfd), all of them taken before any restored
+  task runs (CRIU's ``pre-resume`` action script asks and waits): a dead daemon then leaves
+  the processes blocked on their next missing page, never reading wrong memory, until the
   supervisor has killed the container's init process (its PID namespace goes with it).
 - The supervisor runs in a session of its own, started by warmctl before podman: it must
   outlive warmctl (Ctrl-C, --time-limit) and podman, and the daemon must not be a child of
   CRIU (which treats unknown children as failures) nor sit in the container's cgroup.
 
-Files, in a 0700 session directory (``/run/warmctl/lazy/TOKEN``): ``bin/criu`` (the wrapper),
-``criu.conf`` (``lazy-pages`` plus warmctl's options), ``request`` (the wrapper's: images, work
-directory, runc's pid file), ``ready`` (the supervisor's answer: ``ok PID`` or ``failed WHY``),
-``criu-pids`` (every CRIU the wrapper started), ``lazy-pages.log`` (the daemon's log), and
-``status.json`` (the outcome). Everything but ``status.json`` (and the log, after a failure)
-is removed when the supervisor ends.
+Files, in a 0700 session directory (``/run/warmctl/lazy/TOKEN``): ``bin/criu`` (the
+wrapper), ``criu.conf`` (``lazy-pages``, the action script, warmctl's options), ``pre-resume``
+(the action script: ``take-uffds`` asks, ``uffds-taken`` answers), ``request`` (the wrapper's:
+images, work directory, runc's pid file), ``ready`` (the supervisor's answer: ``ok PID`` or
+``failed WHY``), ``criu-pids`` (every CRIU the wrapper started), ``lazy-pages.log`` (the
+daemon's log), and ``status.json`` (the outcome). Everything but ``status.json`` (and the log,
+after a failure) is removed when the supervisor ends.
 """
 
 from __future__ import annotations
@@ -146,6 +148,31 @@ exec {shlex.quote(str(real_criu))} "$@"
 """
 
 
+def action_script(session: Path, *, wait_seconds: float = WRAPPER_TIMEOUT) -> str:
+    """CRIU's action script for a lazy restore: at ``pre-resume`` (every page the daemon
+    serves has its userfaultfd there, and no restored task runs yet: measured) it asks the
+    supervisor to take the userfaultfds and waits for it, so that no moment exists in which a
+    dying daemon would leave the tasks zero pages. No answer in time fails the restore."""
+    s = shlex.quote(str(session))
+    tenths = max(1, round(wait_seconds * 10))
+    return f"""#!/bin/sh
+# warmctl: a lazy restore's action script (see warmctl/lazy_pages.py)
+[ "$CRTOOLS_SCRIPT_ACTION" = pre-resume ] || exit 0
+S={s}
+[ -e "$S/take-uffds" ] || : > "$S/take-uffds"
+i=0
+while [ ! -e "$S/uffds-taken" ]; do
+  i=$((i + 1))
+  if [ $i -gt {tenths} ]; then
+    echo "warmctl: the page daemon's supervisor did not take its userfaultfds" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+exit 0
+"""
+
+
 def spec_with_config(spec: bytes, config: Path) -> bytes:
     """An OCI spec (config.json, spec.dump) whose ``org.criu.config`` names ``config``."""
     loaded = json.loads(spec)
@@ -195,13 +222,14 @@ def _replace(path: Path, data: bytes) -> None:
 class Outcome:
     """What the supervisor writes to ``status.json``."""
 
-    state: str  # "filled", "failed", "no-request"
+    state: str  # "filled", "failed", "no-request", "container-ended"
     reason: str = ""
     daemon_pid: int | None = None
     daemon_status: int | None = None  # exit status; negative: the signal that ended it
     seconds_to_ready: float | None = None
     seconds_to_fill: float | None = None
     uffds_held: int = 0
+    held_before_resume: int | None = None  # userfaultfds held when CRIU's pre-resume asked
     killed: list[int] = field(default_factory=list)  # PIDs the supervisor killed
 
     def to_json(self) -> str:
@@ -392,6 +420,9 @@ def _supervise(session: Path, real_criu: Path, bounds: _Bounds, log_level: int,
     try:
         while daemon.poll() is None:
             holder.scan()
+            if (session / "take-uffds").exists() and not (session / "uffds-taken").exists():
+                outcome.held_before_resume = len(holder.held)
+                _put(session / "uffds-taken", f"{len(holder.held)}\n")
             waited = time.monotonic() - listening
             if (request.pid_file is not None and waited > bounds.restore
                     and not request.pid_file.exists()):
@@ -405,9 +436,14 @@ def _supervise(session: Path, real_criu: Path, bounds: _Bounds, log_level: int,
             time.sleep(poll)
         outcome.daemon_status = daemon.returncode
         outcome.uffds_held = len(holder.held)
-        if daemon.returncode == 0:
+        if daemon.returncode == 0 and not _container_ended(request):
             outcome.state = "filled"
             outcome.seconds_to_fill = round(time.monotonic() - started, 3)
+        elif daemon.returncode == 0:
+            # The daemon also ends with 0 when the restored processes exit (measured: a
+            # container killed mid-fill), which is no failure of the fill.
+            outcome.state = "container-ended"
+            outcome.reason = "the container ended before every page was in"
         else:
             # Before the userfaultfds go: until then the processes wait on missing pages.
             outcome.killed = on_failure(session, request)
@@ -420,6 +456,17 @@ def _supervise(session: Path, real_criu: Path, bounds: _Bounds, log_level: int,
         with contextlib.suppress(FileNotFoundError):
             sock.unlink()
     return outcome
+
+
+def _container_ended(request: Request) -> bool:
+    """The container's init (runc's pid file) is gone; False when unknown."""
+    if request.pid_file is None:
+        return False
+    try:
+        pid = int(request.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    return not Path(f"/proc/{pid}").exists()
 
 
 def _describe(status: int) -> str:
@@ -478,7 +525,11 @@ def create_session(real_criu: Path, options: Sequence[str] = (), *,
     directory.mkdir(mode=0o700)
     session = Session(directory)
     text = "# warmctl: one lazy restore (see warmctl/lazy_pages.py)\nlazy-pages\n"
-    session.config.write_text(text + "".join(f"{option}\n" for option in options))
+    script = directory / "pre-resume"
+    script.write_text(action_script(directory, wait_seconds=wait_seconds))
+    script.chmod(0o700)
+    session.config.write_text(text + f"action-script {script}\n"
+                              + "".join(f"{option}\n" for option in options))
     session.bin_dir.mkdir(mode=0o700)
     wrapper = session.bin_dir / "criu"
     wrapper.write_text(wrapper_script(directory, real_criu, wait_seconds=wait_seconds))

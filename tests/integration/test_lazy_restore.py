@@ -134,6 +134,8 @@ def assert_filled_and_all_back(session: lazy_pages.Session, port: int,
     outcome = session.outcome()
     assert outcome is not None and outcome.state == "filled", outcome
     assert outcome.daemon_status == 0 and outcome.uffds_held >= 1
+    # Taken at CRIU's pre-resume, before any restored task ran (no window without them).
+    assert outcome.held_before_resume is not None and outcome.held_before_resume >= 1
     with MemcacheClient(port) as client:
         got = client.get_many(list(items))
     assert list(iter_missing_or_different(items, got)) == []
@@ -223,7 +225,7 @@ def test_daemon_killed_mid_fill_ends_the_container_and_no_client_reads_wrong_mem
     assert outcome.daemon_status == -signal.SIGKILL
     assert "signal SIGKILL before every page was in" in outcome.reason, outcome.reason
     assert outcome.killed, "the supervisor killed nothing"
-    assert outcome.uffds_held >= 1
+    assert outcome.uffds_held >= 1 and outcome.held_before_resume == outcome.uffds_held
     assert containers.state(name) == "exited"
     assert sorted(p.name for p in session.directory.iterdir()) == [
         "daemon.stderr", "lazy-pages.log", "status.json"]

@@ -154,7 +154,8 @@ def test_config_json_carries_the_annotation_only_during_the_restore(tmp_path: Pa
 def test_wrapper_asks_once_waits_for_the_answer_and_runs_criu_with_the_config(
         tmp_path: Path, fake_criu: Path) -> None:
     session = create_session(fake_criu, ["tcp-close"], parent=tmp_path / "lazy")
-    assert session.config.read_text().splitlines()[1:] == ["lazy-pages", "tcp-close"]
+    assert session.config.read_text().splitlines()[1:] == [
+        "lazy-pages", f"action-script {session.directory / 'pre-resume'}", "tcp-close"]
     (session.directory / "ready").write_text("ok 123\n")
     wrapper = session.bin_dir / "criu"
     for _ in range(2):  # runc's version call, then the restore
@@ -196,7 +197,8 @@ def put_request(session_dir: Path, work: Path, pid_file: Path | None = None) -> 
 def test_a_daemon_that_fills_leaves_only_its_outcome(tmp_path: Path, fake_criu: Path,
                                                      control: Path, work: Path) -> None:
     session = create_session(fake_criu, parent=tmp_path / "lazy")
-    put_request(session.directory, work)
+    (work / "pidfile").write_text(f"{os.getpid()}\n")  # the container's init, running
+    put_request(session.directory, work, pid_file=work / "pidfile")
     outcome = supervise(session.directory, fake_criu, request_timeout=5)
     assert outcome.state == "filled", outcome
     assert outcome.daemon_status == 0 and outcome.seconds_to_fill is not None
@@ -205,6 +207,22 @@ def test_a_daemon_that_fills_leaves_only_its_outcome(tmp_path: Path, fake_criu: 
     assert [p.name for p in session.directory.iterdir()] == ["status.json"]
     assert session.outcome() == outcome
     assert not (work / "lazy-pages.socket").exists()
+
+
+def test_a_container_that_ended_mid_fill_is_no_failure_and_no_fill(
+        tmp_path: Path, fake_criu: Path, work: Path) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (work / "pidfile").write_text(f"{gone.pid}\n")
+    session = create_session(fake_criu, parent=tmp_path / "lazy")
+    put_request(session.directory, work, pid_file=work / "pidfile")
+
+    def must_not_run(*_: object) -> list[int]:
+        raise AssertionError("nothing to kill")
+
+    outcome = supervise(session.directory, fake_criu, request_timeout=5, on_failure=must_not_run)
+    assert outcome.state == "container-ended" and outcome.daemon_status == 0
+    assert outcome.seconds_to_fill is None
 
 
 def test_a_daemon_that_fails_mid_fill_ends_the_container_first(
@@ -247,6 +265,39 @@ def test_a_killed_daemon_is_named_by_its_signal(tmp_path: Path, fake_criu: Path,
     killer.join()
     assert outcome.state == "failed" and outcome.daemon_status == -9
     assert "signal SIGKILL" in outcome.reason
+
+
+def run_action(session_dir: Path, action: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(session_dir / "pre-resume")], capture_output=True, text=True,
+                          timeout=30, check=False,
+                          env={**os.environ, "CRTOOLS_SCRIPT_ACTION": action})
+
+
+def test_pre_resume_waits_until_the_supervisor_holds_the_userfaultfds(
+        tmp_path: Path, fake_criu: Path, control: Path, work: Path) -> None:
+    (control / "seconds").write_text("3")
+    session = create_session(fake_criu, parent=tmp_path / "lazy", wait_seconds=0.3)
+    # Any other stage passes at once; pre-resume without a supervisor fails, bounded.
+    assert run_action(session.directory, "post-restore").returncode == 0
+    assert not (session.directory / "take-uffds").exists()
+    failed = run_action(session.directory, "pre-resume")
+    assert failed.returncode == 1 and "did not take" in failed.stderr
+    (session.directory / "take-uffds").unlink()
+    put_request(session.directory, work)
+    import threading
+    answers: list[subprocess.CompletedProcess[str]] = []
+
+    def resume_stage() -> None:
+        wait_for(session.directory / "ready")
+        answers.append(run_action(session.directory, "pre-resume"))
+
+    stage = threading.Thread(target=resume_stage)
+    stage.start()
+    outcome = supervise(session.directory, fake_criu, request_timeout=5)
+    stage.join()
+    assert answers[0].returncode == 0, answers[0].stderr
+    assert outcome.state == "filled" and outcome.held_before_resume == 0  # a fake: none
+    assert [p.name for p in session.directory.iterdir()] == ["status.json"]
 
 
 def test_no_request_in_time_fails_the_wrappers_wait(tmp_path: Path, fake_criu: Path) -> None:
