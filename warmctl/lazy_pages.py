@@ -249,10 +249,15 @@ class UffdHolder:
     def __init__(self, pid: int) -> None:
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._pid = pid
-        self._pidfd = os.pidfd_open(pid)
         self.held: dict[int, int] = {}  # the daemon's fd -> ours
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except OSError:  # already gone: nothing to hold
+            self._pidfd = -1
 
     def scan(self) -> None:
+        if self._pidfd < 0:
+            return
         try:
             names = os.listdir(f"/proc/{self._pid}/fd")
         except OSError:
@@ -276,8 +281,10 @@ class UffdHolder:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.held.clear()
-        with contextlib.suppress(OSError):
-            os.close(self._pidfd)
+        if self._pidfd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._pidfd)
+            self._pidfd = -1
 
 
 def _alive_cmdline(pid: int) -> list[str] | None:
@@ -361,7 +368,13 @@ def supervise(session: Path, real_criu: Path, *,
     killed and counts as failed. Writes ``ready`` for the wrapper and ``status.json`` at the
     end, and returns the same outcome."""
     bounds = _Bounds(request_timeout, socket_timeout, restore_timeout, fill_timeout, poll)
-    outcome = _supervise(session, real_criu, bounds, log_level, on_failure)
+    try:
+        outcome = _supervise(session, real_criu, bounds, log_level, on_failure)
+    except Exception as err:  # the outcome must be written whatever went wrong
+        if not (session / "ready").exists():
+            with contextlib.suppress(OSError):
+                _put(session / "ready", "failed: the supervisor failed\n")
+        outcome = Outcome("failed", f"the supervisor failed: {err!r}")
     _put(session / "status.json", outcome.to_json())
     _tidy(session, keep_log=outcome.state != "filled")
     return outcome
@@ -541,40 +554,31 @@ def start_supervisor(session: Session, real_criu: Path, *,
                      request_timeout: float = REQUEST_TIMEOUT,
                      restore_timeout: float = RESTORE_TIMEOUT,
                      fill_timeout: float = FILL_TIMEOUT,
-                     python: str = sys.executable) -> int:
+                     python: str = sys.executable, timeout: float = 30.0) -> int:
     """Starts ``supervise`` in a session of its own, detached from warmctl's terminal,
-    signals and lifetime (its parent exits at once, so it is nobody's child to wait for).
+    signals and lifetime: a short-lived launcher starts it and exits, so it is nobody's
+    child to wait for (no fork of warmctl itself, whose other threads may hold locks).
     Returns its PID."""
-    read_end, write_end = os.pipe()
-    try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover (the child: exercised by the tests through its effects)
-            try:
-                os.close(read_end)
-                os.setsid()
-                child = subprocess.Popen(  # noqa: S603 (this Python, this module)
-                    [python, "-m", "warmctl.lazy_pages", "supervise", str(session.directory),
-                     str(real_criu), "--request-timeout", str(request_timeout),
-                     "--restore-timeout", str(restore_timeout),
-                     "--fill-timeout", str(fill_timeout)],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL, close_fds=True)
-                os.write(write_end, f"{child.pid}\n".encode())
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        write_end = -1
-        os.waitpid(pid, 0)
-        with os.fdopen(read_end, "rb") as answer:
-            read_end = -1
-            text = answer.read().decode().strip()
-    finally:
-        for fd in (read_end, write_end):
-            if fd >= 0:
-                os.close(fd)
-    if not text:
-        raise OSError("the page daemon's supervisor did not start")
+    supervise_argv = [python, "-m", "warmctl.lazy_pages", "supervise", str(session.directory),
+                      str(real_criu), "--request-timeout", str(request_timeout),
+                      "--restore-timeout", str(restore_timeout),
+                      "--fill-timeout", str(fill_timeout)]
+    launched = subprocess.run(  # noqa: S603 (this Python, this module)
+        [python, "-m", "warmctl.lazy_pages", "launch", "--", *supervise_argv],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        check=False)
+    text = launched.stdout.strip()
+    if launched.returncode != 0 or not text.isdigit():
+        raise OSError(f"the page daemon's supervisor did not start: {launched.stderr.strip()}")
     return int(text)
+
+
+def _launch(argv: Sequence[str]) -> int:
+    child = subprocess.Popen(  # noqa: S603 (start_supervisor's command line)
+        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
+    print(child.pid, flush=True)
+    return 0
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -590,7 +594,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT)
     run.add_argument("--restore-timeout", type=float, default=RESTORE_TIMEOUT)
     run.add_argument("--fill-timeout", type=float, default=FILL_TIMEOUT)
+    launch = sub.add_parser("launch", help="start a command in a session of its own")
+    launch.add_argument("argv", nargs="+")
     args = parser.parse_args(argv)
+    if args.command == "launch":
+        return _launch(args.argv)
     # Nothing of the caller's may end it: not a terminal's Ctrl-C or hangup, nor a SIGTERM
     # meant for warmctl (it has a session of its own anyway). A handler, not SIG_IGN: the
     # daemon it executes gets the default dispositions back.

@@ -246,6 +246,21 @@ def test_a_daemon_that_fails_mid_fill_ends_the_container_first(
                                                                    "status.json"]
 
 
+def test_a_supervisor_error_is_still_an_outcome(tmp_path: Path, fake_criu: Path,
+                                                control: Path, work: Path) -> None:
+    (control / "status").write_text("3")
+    session = create_session(fake_criu, parent=tmp_path / "lazy")
+    put_request(session.directory, work)
+
+    def broken(*_: object) -> list[int]:
+        raise RuntimeError("no podman")
+
+    outcome = supervise(session.directory, fake_criu, request_timeout=5, on_failure=broken)
+    assert outcome.state == "failed"
+    assert "the supervisor failed: RuntimeError('no podman')" in outcome.reason
+    assert session.outcome() == outcome
+
+
 def test_a_killed_daemon_is_named_by_its_signal(tmp_path: Path, fake_criu: Path,
                                                 control: Path, work: Path) -> None:
     (control / "seconds").write_text("30")
