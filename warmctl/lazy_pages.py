@@ -131,6 +131,10 @@ if [ "$1" = swrk ]; then
     fi
     i=0
     while [ ! -e "$S/ready" ]; do
+      if [ -e "$S/status.json" ]; then
+        echo "warmctl: the page daemon's supervisor has ended: $(cat "$S/status.json")" >&2
+        exit 1
+      fi
       i=$((i + 1))
       if [ $i -gt {tenths} ]; then
         echo "warmctl: no page daemon for the lazy restore after {wait_seconds:g} s" >&2
@@ -159,17 +163,19 @@ def action_script(session: Path, *, wait_seconds: float = WRAPPER_TIMEOUT) -> st
 # warmctl: a lazy restore's action script (see warmctl/lazy_pages.py)
 [ "$CRTOOLS_SCRIPT_ACTION" = pre-resume ] || exit 0
 S={s}
-[ -e "$S/take-uffds" ] || : > "$S/take-uffds"
+[ -e "$S/status.json" ] || [ -e "$S/take-uffds" ] || : > "$S/take-uffds"
 i=0
 while [ ! -e "$S/uffds-taken" ]; do
+  [ -e "$S/status.json" ] && break
   i=$((i + 1))
   if [ $i -gt {tenths} ]; then
-    echo "warmctl: the page daemon's supervisor did not take its userfaultfds" >&2
-    exit 1
+    break
   fi
   sleep 0.1
 done
-exit 0
+[ -e "$S/uffds-taken" ] && exit 0
+echo "warmctl: the page daemon's supervisor did not take its userfaultfds" >&2
+exit 1
 """
 
 

@@ -226,8 +226,43 @@ def test_daemon_killed_mid_fill_ends_the_container_and_no_client_reads_wrong_mem
     assert "signal SIGKILL before every page was in" in outcome.reason, outcome.reason
     assert outcome.killed, "the supervisor killed nothing"
     assert outcome.uffds_held >= 1 and outcome.held_before_resume == outcome.uffds_held
-    assert containers.state(name) == "exited"
+    assert containers.state(name) in ("exited", "stopped")  # podman: "stopped" until cleaned up
     assert sorted(p.name for p in session.directory.iterdir()) == [
         "daemon.stderr", "lazy-pages.log", "status.json"]
     assert not (userdata / lazy_pages.SOCKET).exists()
     print(f"killed mid-fill: {outcome}; reader: {reader.reads} reads, {reader.wrong} wrong")
+
+
+def test_a_daemon_that_cannot_start_fails_the_restore_at_once_and_leaves_it_checkpointed(
+        containers: Containers, tmp_path: Path) -> None:
+    real = host.criu_path()
+    assert real is not None
+    session = lazy_pages.create_session(Path(real), parent=tmp_path / "lazy")
+    # The supervisor's "criu" fails at once (the wrapper still runs the real one).
+    lazy_pages.start_supervisor(session, Path("/bin/false"), request_timeout=60)
+    name, port = start_memcached(containers)
+    items = fill(port, mib=16)
+    podman("container", "checkpoint", name)
+    userdata = userdata_of(name)
+    env = podman_environment()
+    env["PATH"] = f"{session.bin_dir}{os.pathsep}{env['PATH']}"
+    started = time.monotonic()
+    with lazy_pages.annotated_in_place(userdata / "config.json", session.config):
+        result = subprocess.run(["podman", "container", "restore", name], capture_output=True,
+                                text=True, env=env, timeout=90, check=False,
+                                start_new_session=True)
+    took = time.monotonic() - started
+    assert result.returncode != 0
+    assert took < 10, f"the failed restore took {took:.1f} s"
+    with_deadline(session.status.exists, 30, "no outcome")
+    outcome = session.outcome()
+    assert outcome is not None and outcome.state == "failed" and "did not listen" in outcome.reason
+    assert containers.state(name) == "exited"
+    assert (userdata / "checkpoint").is_dir()  # still restorable, eagerly
+    assert not _daemons_of(session.directory)
+    podman("container", "restore", name)
+    with MemcacheClient(port) as client:
+        got = client.get_many(list(items))
+    assert list(iter_missing_or_different(items, got)) == []
+    print(f"daemon that cannot start: podman failed in {took:.2f} s: "
+          f"{result.stderr.strip().splitlines()[-1][:300]}")

@@ -187,6 +187,13 @@ def test_wrapper_fails_the_restore_when_no_daemon_answers(tmp_path: Path,
     result = run_as_runc(session.bin_dir / "criu", RUNC_RESTORE, "swrk", "3")
     assert result.returncode == 1
     assert "did not listen" in result.stderr
+    # A supervisor that has ended (its files tidied away) fails it at once too.
+    (session.directory / "ready").unlink()
+    (session.directory / "status.json").write_text('{"state": "no-request"}\n')
+    started = time.monotonic()
+    result = run_as_runc(session.bin_dir / "criu", RUNC_RESTORE, "swrk", "3")
+    assert result.returncode == 1 and "has ended" in result.stderr
+    assert time.monotonic() - started < 0.3 + 5
 
 
 def put_request(session_dir: Path, work: Path, pid_file: Path | None = None) -> None:
@@ -297,6 +304,9 @@ def test_pre_resume_waits_until_the_supervisor_holds_the_userfaultfds(
     assert not (session.directory / "take-uffds").exists()
     failed = run_action(session.directory, "pre-resume")
     assert failed.returncode == 1 and "did not take" in failed.stderr
+    (session.directory / "status.json").write_text("{}\n")  # the supervisor has ended
+    assert run_action(session.directory, "pre-resume").returncode == 1
+    (session.directory / "status.json").unlink()
     (session.directory / "take-uffds").unlink()
     put_request(session.directory, work)
     import threading
