@@ -9,7 +9,8 @@ size, and nothing is ever written to disk, so member names never become paths.
 That single pass both describes the archive (``summarize``) and proves it whole
 (``verify_structure``): every byte is decompressed, so a truncated or corrupted archive fails
 here rather than halfway through a restore. Every problem is an ``IntegrityError`` naming the
-archive.
+archive, except a read the disk failed (EIO and its kin): that is a ``DiskIOError``, since the
+archive itself may well be whole and must not be called damaged.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any, Literal, Protocol
 
 import zstandard
 
-from warmctl.errors import IntegrityError
+from warmctl.errors import IntegrityError, WarmctlError, disk_read_error, is_disk_failure
 
 Compression = Literal["zstd", "gzip", "none"]
 
@@ -132,7 +133,8 @@ def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> st
     """The file's SHA-256 as hex, read in 1 MiB chunks.
 
     ``progress`` is called after each chunk with that chunk's size (an increment, as rich's
-    ``Progress.advance`` takes). Raises IntegrityError when the file cannot be read.
+    ``Progress.advance`` takes). Raises IntegrityError when the file cannot be read, DiskIOError
+    when the disk failed the read.
     """
     digest = hashlib.sha256()
     try:
@@ -171,8 +173,7 @@ def summarize(path: Path) -> ArchiveSummary:
     except _BadContent as exc:
         raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
     except _READ_ERRORS as exc:
-        raise IntegrityError(f"{path} is damaged or truncated: {_read_error(path, exc)}") \
-            from exc
+        raise _damaged(path, exc) from exc
     missing = _missing_members(found)
     if missing:
         raise IntegrityError(f"{path} is incomplete: it has no {', '.join(missing)}")
@@ -214,7 +215,7 @@ def verify_checkpoint_quickly(path: Path) -> None:
     except _BadContent as exc:
         raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
     except _READ_ERRORS as exc:
-        raise IntegrityError(f"{path} is damaged or truncated: {one_line(exc)}") from exc
+        raise _damaged(path, exc) from exc
     missing = _missing_members(found)
     if missing:
         raise IntegrityError(f"{path} is incomplete: it has no {', '.join(missing)}")
@@ -270,8 +271,7 @@ def _configuration_members(path: Path, within: int) \
     except _BadContent as exc:
         raise IntegrityError(f"{path} is not a valid checkpoint archive: {exc}") from None
     except _READ_ERRORS as exc:
-        raise IntegrityError(f"{path} is damaged or truncated: {_read_error(path, exc)}") \
-            from exc
+        raise _damaged(path, exc) from exc
     return found if len(found) == 2 else None
 
 
@@ -516,8 +516,16 @@ def _read_head(path: Path) -> bytes:
         raise _unreadable(path, exc) from exc
 
 
-def _unreadable(path: Path, exc: OSError) -> IntegrityError:
+def _unreadable(path: Path, exc: OSError) -> WarmctlError:
+    if is_disk_failure(exc):
+        return disk_read_error(path, exc)
     return IntegrityError(f"cannot read {path}: {exc.strerror or one_line(exc)}")
+
+
+def _damaged(path: Path, exc: BaseException) -> WarmctlError:
+    if is_disk_failure(exc):
+        return disk_read_error(path, exc)
+    return IntegrityError(f"{path} is damaged or truncated: {_read_error(path, exc)}")
 
 
 def _read_error(path: Path, exc: BaseException) -> str:

@@ -25,6 +25,7 @@ empty and not a catalogue is refused before anything in it is created or deleted
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -32,6 +33,7 @@ import re
 import sqlite3
 import stat
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from typing import Any
 
 from warmctl.errors import (
     CatalogueBusyError,
+    HostError,
     IntegrityError,
     NotFoundError,
     UsageError,
@@ -189,13 +192,14 @@ _JSON_SHAPE = """json_object(
 class TempFile:
     """A file in ``tmp/`` owned by this process for as long as the object is open."""
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, *, owned: bool = True) -> None:
         self.path = path
         self._fd = fd
+        self._owned = owned  # False: the archive itself, read where it is (never removed)
 
     def close(self, *, remove: bool = True) -> None:
         if self._fd >= 0:
-            if remove:
+            if remove and self._owned:
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
             os.close(self._fd)
@@ -213,8 +217,8 @@ class HeldArchive(TempFile):
     about it that leaves its ``with`` block names the snapshot and its archive instead: the
     link's PID-UUID.hold name means nothing to the person reading the message."""
 
-    def __init__(self, path: Path, fd: int, snapshot: Snapshot) -> None:
-        super().__init__(path, fd)
+    def __init__(self, path: Path, fd: int, snapshot: Snapshot, *, owned: bool = True) -> None:
+        super().__init__(path, fd, owned=owned)
         self.snapshot = snapshot
 
     def __exit__(self, *exc_info: object) -> None:
@@ -226,14 +230,40 @@ class HeldArchive(TempFile):
         self.close()
 
 
-def _secure_mkdir(path: Path) -> None:
-    """Create a 0700 directory whatever the umask. An existing one keeps its mode: --home
-    may name a directory that is not warmctl's to change (doctor warns when it is open)."""
+def _secure_mkdir(path: Path, *, existing_too: bool = True) -> None:
+    """A 0700 directory whatever the umask, an existing one too (``existing_too``): the
+    catalogue holds containers' memory. Inside a catalogue whose mark was checked (or a new
+    one), every directory is warmctl's to change."""
     try:
         path.mkdir(mode=0o700, parents=True)
     except FileExistsError:
-        return
-    os.chmod(path, 0o700)  # mkdir's mode was filtered by the umask
+        if not existing_too:
+            return
+    _restrict(path, 0o700)
+
+
+def _on_read_only_fs(path: Path) -> bool:
+    """Whether ``path``, or its nearest existing parent, is on a read-only mount."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _restrict(path: Path, mode: int) -> None:
+    """Give ``path`` exactly ``mode`` (mkdir's and SQLite's are filtered by the umask, and an
+    existing file keeps whatever it had). Not on a read-only file system, where nothing can be
+    changed, nor where the file is not this user's (doctor warns of an open mode)."""
+    try:
+        if stat.S_IMODE(path.stat().st_mode) != mode:
+            os.chmod(path, mode)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EPERM):
+            raise
 
 
 class Catalogue:
@@ -249,14 +279,25 @@ class Catalogue:
         self.lock_timeout = lock_timeout
         self._db: sqlite3.Connection | None = None
         self.swept_on_open: list[Path] = []  # what open() removed from tmp/
+        # On a read-only file system (or opened so by doctor): read, never written.
+        self.read_only = False
+        self.needs_upgrade = False  # read-only, with a schema from an older (or no) warmctl
 
     # --- opening ------------------------------------------------------------------------------
 
-    def open(self) -> Catalogue:
+    def open(self, *, read_only: bool = False) -> Catalogue:
+        """Open the catalogue, creating it when new. On a read-only file system (or with
+        ``read_only``, for doctor) it is opened for reading only: nothing is created, changed
+        or swept, and any write fails with a HostError saying why (exit 6)."""
         entries = self.check_home()
+        if read_only or _on_read_only_fs(self.home):
+            return self._open_read_only(entries)
         try:
-            _secure_mkdir(self.home)
+            # An existing home is made 0700 once its catalogue.db proved warmctl's, below.
+            _secure_mkdir(self.home, existing_too=False)
         except OSError as exc:
+            if exc.errno == errno.EROFS:
+                raise self._read_only_error() from exc
             raise WarmctlError(f"cannot create the catalogue at {self.home}: {exc.strerror}") \
                 from exc
         try:
@@ -265,7 +306,11 @@ class Catalogue:
             db.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
             # Read before anything is written: a database that is not warmctl's is left as is.
             version = self._check_identity(db, entries)
-            os.chmod(self.db_path, 0o600)
+            # The database and SQLite's companions (-wal, -shm: made with the database's mode
+            # when it had another, or kept from an older run) hold the snapshots' records.
+            for name in _SQLITE_FILES:
+                _restrict(self.home / name, 0o600)
+            _restrict(self.home, 0o700)
             db.execute("PRAGMA journal_mode = WAL")
             if version > SCHEMA_VERSION:
                 raise WarmctlError(
@@ -296,6 +341,7 @@ class Catalogue:
         try:
             for directory in (self.archives_dir, self.tmp_dir, self.logs_dir):
                 _secure_mkdir(directory)
+            _restrict(self.home / "rescued", 0o700)  # made when first needed (rescue)
         except OSError as exc:
             db.close()
             raise WarmctlError(f"cannot create the catalogue at {self.home}: {exc.strerror}") \
@@ -303,6 +349,57 @@ class Catalogue:
         self._db = db
         self.swept_on_open = self.sweep_temporary_files()
         return self
+
+    def _open_read_only(self, entries: set[str]) -> Catalogue:
+        """SQLite cannot open a WAL database where it cannot write its -shm; ``immutable``
+        reads the database file alone, which is whole unless a -wal holds writes not yet
+        copied into it (a warmctl killed before it closed): that is refused, not read stale.
+        On a writable file system (doctor) the database is opened as usual (``mode=rw``: never
+        created) and only read: a read-only connection would leave a -wal and -shm behind,
+        where the last connection to close removes them."""
+        self.read_only = True
+        if DB_NAME not in entries:
+            raise self._read_only_error(f"it holds no {DB_NAME}, and none can be made there")
+        on_read_only_fs = _on_read_only_fs(self.home)
+        wal = self.home / f"{DB_NAME}-wal"
+        if on_read_only_fs and wal.exists() and wal.stat().st_size:
+            raise self._read_only_error(
+                f"its last writes are still in {wal.name}, which SQLite can apply only where "
+                "it may write")
+        uri = f"file:{urllib.parse.quote(str(self.db_path))}?" + \
+            ("mode=ro&immutable=1" if on_read_only_fs else "mode=rw")
+        try:
+            db = sqlite3.connect(uri, uri=True, timeout=self.lock_timeout, isolation_level=None)
+            db.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
+            version = self._check_identity(db, entries)
+            if version > SCHEMA_VERSION:
+                db.close()
+                raise WarmctlError(f"catalogue {self.db_path} was written by a newer warmctl "
+                                   f"(schema {version}); upgrade warmctl")
+            if version < SCHEMA_VERSION and on_read_only_fs:
+                db.close()
+                raise self._read_only_error(
+                    f"its schema ({version}) must be brought to {SCHEMA_VERSION}, a write")
+            self.needs_upgrade = version < SCHEMA_VERSION  # done by the next command that
+            if not self.needs_upgrade:                     # opens it writable
+                db.execute("SELECT count(*) FROM snapshots").fetchone()
+        except sqlite3.OperationalError as exc:
+            raise self._translate(exc) from exc
+        except sqlite3.DatabaseError as exc:
+            raise IntegrityError(
+                f"catalogue {self.db_path} is unreadable: {exc}",
+                hint="restore it from a backup, or move it aside to start a new catalogue",
+            ) from exc
+        self._db = db
+        return self
+
+    def _read_only_error(self, detail: str = "") -> HostError:
+        return HostError(
+            f"the catalogue {self.home} is on a read-only file system"
+            + (f" ({detail})" if detail else "")
+            + ": only commands that read it (list, show, verify, resume, push, doctor) work there",
+            hint="remount it read-write, or choose another catalogue with --home or "
+                 "WARMCTL_HOME")
 
     def check_home(self) -> set[str]:
         """What HOME holds, after refusing (exit 2) a HOME that is not warmctl's to fill and
@@ -314,6 +411,9 @@ class Catalogue:
             resolved = self.home.resolve()
         except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
             raise UsageError(f"catalogue home {self.home} cannot be resolved: {exc}") from exc
+        if self.home.is_symlink() and not self.home.exists():
+            raise UsageError(f"catalogue home {self.home} is a symbolic link to "
+                             f"{os.readlink(self.home)}, which does not exist ({refuse})")
         if resolved == Path(resolved.anchor):
             raise UsageError(
                 f"catalogue home {self.home} is the root directory, not a catalogue ({refuse})")
@@ -405,13 +505,17 @@ class Catalogue:
                 f"{self.lock_timeout:.0f}s",
                 hint="retry later, or raise WARMCTL_LOCK_TIMEOUT",
             )
-        if "unable to open" in text or "readonly" in text or "disk I/O" in text:
+        if self.read_only or "readonly" in text:
+            return self._read_only_error()
+        if "unable to open" in text or "disk I/O" in text:
             return WarmctlError(f"cannot use the catalogue {self.db_path}: {text}")
         return IntegrityError(f"catalogue {self.db_path} is unreadable: {text}")
 
     @contextlib.contextmanager
     def _write(self, db: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
         """An immediate transaction: the write lock is taken at BEGIN or not at all."""
+        if self.read_only:
+            raise self._read_only_error()
         db = db or self.db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -458,6 +562,8 @@ class Catalogue:
         """An empty 0600 file in tmp/, locked by this process, for podman to export into."""
         if suffix not in TEMP_SUFFIXES:
             raise ValueError(f"not a temporary file suffix the sweep knows: {suffix}")
+        if self.read_only:
+            raise self._read_only_error()
         stem = f"{os.getpid()}-{uuid.uuid4().hex}"
         creating = self.tmp_dir / f"{stem}.creating"
         fd = os.open(creating, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -470,7 +576,15 @@ class Catalogue:
 
     def hold_archive(self, snapshot: Snapshot) -> HeldArchive:
         """A locked hard link to a snapshot's archive, so that a concurrent rm or prune
-        cannot pull the file from under a resume or verify that is reading it."""
+        cannot pull the file from under a resume or verify that is reading it. A read-only
+        catalogue's archive is read where it is: nothing can remove it there."""
+        if self.read_only:
+            try:
+                fd = os.open(snapshot.archive, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError as exc:
+                raise IntegrityError(f"archive of {snapshot.ref} is missing: "
+                                     f"{snapshot.archive}") from exc
+            return HeldArchive(snapshot.archive, fd, snapshot, owned=False)
         stem = f"{os.getpid()}-{uuid.uuid4().hex}"
         creating = self.tmp_dir / f"{stem}.creating"
         try:
@@ -505,6 +619,8 @@ class Catalogue:
         anything else in tmp/ (a directory, a symlink, a file someone put there) is left alone.
         """
         removed: list[Path] = []
+        if self.read_only:
+            return removed
         try:
             entries = list(self.tmp_dir.iterdir())
         except FileNotFoundError:

@@ -43,8 +43,8 @@ import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from warmctl import host
 from warmctl.errors import LeftUnfinished, TimedOut
+from warmctl.host import facts as host
 from warmctl.ownership import owner_is_gone
 
 log = logging.getLogger(__name__)

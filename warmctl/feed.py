@@ -42,7 +42,7 @@ from types import TracebackType
 
 from warmctl import archive, spec_policy
 from warmctl.criu_config import spec_for_restore
-from warmctl.errors import IntegrityError
+from warmctl.errors import DiskIOError, IntegrityError, disk_read_error, is_disk_failure
 from warmctl.waiting import in_daemon_thread
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,8 @@ class ArchiveFeed:
         self._config_reads = config_reads if self._config_tar is not None else 0
         self._advance = advance or (lambda _: None)
         self._damage: str | None = None
+        # The disk failed a read: the archive may be whole, so it is not called corrupt.
+        self._disk_failure: DiskIOError | None = None
         self._crash: BaseException | None = None
         self._stopping = threading.Event()
         self._stack = contextlib.ExitStack()
@@ -157,11 +159,14 @@ class ArchiveFeed:
     # --- results -------------------------------------------------------------------------------
 
     def verify(self) -> None:
-        """Raise IntegrityError if the archive is damaged (waits for the digest)."""
+        """Raise IntegrityError if the archive is damaged (waits for the digest), DiskIOError
+        if the disk failed a read of it."""
         if self._crash is not None:
             raise self._crash
         if self._damage is None and not self._digest_matches():
             self._damage = "its sha256 does not match the recorded one"
+        if self._disk_failure is not None:
+            raise self._disk_failure
         if self._damage is not None:
             raise IntegrityError(f"archive of {self.label} is corrupt: {self._damage}",
                                  hint=f"remove it with: warmctl rm {self.label}")
@@ -198,6 +203,9 @@ class ArchiveFeed:
     def _digest_matches(self) -> bool:
         try:
             return self._hashing.result() == self._expected
+        except DiskIOError as err:
+            self._disk_failure = err
+            return False
         except IntegrityError as err:  # the archive could not be read at all
             self._damage = err.message
             return False
@@ -298,6 +306,8 @@ class ArchiveFeed:
             raise
         except OSError as err:
             self._damage = f"cannot read it: {err.strerror or err}"
+            if is_disk_failure(err):
+                self._disk_failure = disk_read_error(self.source, err)
 
 
 class _HeldEnd:

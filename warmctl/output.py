@@ -104,11 +104,29 @@ def discard_stdout() -> None:
 @contextmanager
 def _results() -> Iterator[None]:
     """Around every write of a result: a reader that went away is not an error; the command
-    goes on and exits with the status of what it did (a snapshot taken is still exit 0)."""
+    goes on and exits with the status of what it did (a snapshot taken is still exit 0).
+    Nor is any other failed write (a full disk, ``> /dev/full``, EIO): that is said once on
+    stderr, and the status is still that of what was done."""
     try:
         yield
+        sys.stdout.flush()  # the failure shows here, not at exit where it would be exit 120
     except BrokenPipeError:
         discard_stdout()
+    except OSError as err:
+        _say_result_not_printed(err)
+        discard_stdout()
+
+
+_result_lost = False
+
+
+def _say_result_not_printed(err: OSError) -> None:
+    global _result_lost
+    if not _result_lost:
+        _result_lost = True
+        with suppress(OSError):
+            sys.stderr.write(f"warmctl: warning: the result could not be printed on standard "
+                             f"output ({err.strerror or err}); what was done stands\n")
 
 
 class Progress:

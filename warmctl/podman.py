@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from warmctl.diagnose import diagnose, shorten_runtime_command, without_warnings
 from warmctl.errors import (
     CheckpointError,
     HostError,
@@ -30,6 +29,7 @@ from warmctl.errors import (
     PodmanConflictError,
     PodmanError,
 )
+from warmctl.host.diagnose import diagnose, shorten_runtime_command, without_warnings
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,19 @@ def run_subprocess(
 
 
 @dataclass(frozen=True)
+class VolumeSettings:
+    """How a named volume was made, as `podman volume inspect` shows it: enough to make it
+    again as it was (volumes.py puts a volume back after a failed resume)."""
+
+    driver: str = "local"
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"driver": self.driver, "labels": self.labels, "options": self.options}
+
+
+@dataclass(frozen=True)
 class Mount:
     """One of a container's mounts, as podman inspect lists it."""
 
@@ -281,9 +294,18 @@ class Podman(ABC):
         """The ids of the containers (any state) that mount the volume."""
         raise PodmanError("this podman adapter knows no volumes")
 
-    def create_volume(self, name: str) -> Path:
-        """A new, empty named volume; returns its mountpoint."""
+    def create_volume(self, name: str, settings: VolumeSettings | None = None) -> Path:
+        """A new, empty named volume (made as ``settings`` say: driver, labels, options);
+        returns its mountpoint."""
         raise PodmanError("this podman adapter cannot create volumes")
+
+    def volume_settings(self, name: str) -> VolumeSettings | None:
+        """How the volume was made (driver, labels, options); None when there is none."""
+        raise PodmanError("this podman adapter knows no volumes")
+
+    def export_volume(self, name: str, dest: Path) -> None:
+        """Write the volume's content as a tar into ``dest`` (truncated, written in place)."""
+        raise PodmanError("this podman adapter cannot export volumes")
 
     def import_volume(self, name: str, tar: IO[bytes]) -> None:
         """Fill the volume with the content of a tar stream, read to its end."""
@@ -662,8 +684,15 @@ class PodmanCLI(Podman):
                                     "--format", "{{.ID}}"), "podman ps").stdout
         return [line for line in out.splitlines() if line]
 
-    def create_volume(self, name: str) -> Path:
-        result = self._run("volume", "create", name)
+    def create_volume(self, name: str, settings: VolumeSettings | None = None) -> Path:
+        args = ["volume", "create"]
+        if settings is not None:
+            args += ["--driver", settings.driver]
+            for key, value in sorted(settings.labels.items()):
+                args += ["--label", f"{key}={value}"]
+            for key, value in sorted(settings.options.items()):
+                args += ["--opt", f"{key}={value}"]
+        result = self._run(*args, name)
         if result.returncode != 0:
             if _VOLUME_EXISTS.search(result.stderr):
                 raise PodmanConflictError(f"volume {name} already exists", argv=result.argv,
@@ -673,6 +702,26 @@ class PodmanCLI(Podman):
         if mountpoint is None:
             raise PodmanError(f"podman volume create {name} made no volume")
         return mountpoint
+
+    def volume_settings(self, name: str) -> VolumeSettings | None:
+        result = self._run("volume", "inspect", name)
+        if result.returncode != 0:
+            if _NO_SUCH_VOLUME.search(result.stderr):
+                return None
+            raise self._error(result, "podman volume inspect", PodmanError)
+        try:
+            [found] = json.loads(result.stdout)
+            return VolumeSettings(
+                driver=str(found.get("Driver") or "local"),
+                labels={str(k): str(v) for k, v in (found.get("Labels") or {}).items()},
+                options={str(k): str(v) for k, v in (found.get("Options") or {}).items()})
+        except (ValueError, TypeError, AttributeError) as err:
+            raise PodmanError(f"podman volume inspect {name} printed no volume") from err
+
+    def export_volume(self, name: str, dest: Path) -> None:
+        # Not the query timeout: a volume may hold gigabytes.
+        self._check(self._run("volume", "export", "--output", str(dest), name, forever=True),
+                    f"podman volume export {name}")
 
     def import_volume(self, name: str, tar: IO[bytes]) -> None:
         # podman reads the tar from a pipe that a thread fills: the stream may be gigabytes,

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,19 +25,17 @@ from warmctl import (
     container_lock,
     criu_config,
     feed,
-    host,
-    hostcache,
-    hostcompat,
+    freshness,
     spec_policy,
     transcode,
     volumes,
 )
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
 from warmctl.claim import NameClaim, claim_name
-from warmctl.diagnose import criu_errors, diagnose
 from warmctl.errors import (
     CheckpointError,
     ConflictError,
+    DiskIOError,
     HostError,
     IntegrityError,
     Interrupted,
@@ -46,6 +46,10 @@ from warmctl.errors import (
     UsageError,
     WarmctlError,
 )
+from warmctl.host import compare as hostcompat
+from warmctl.host import facts as host
+from warmctl.host import podman_info as hostcache
+from warmctl.host.diagnose import criu_errors, diagnose
 from warmctl.labels import label_problem
 from warmctl.output import Progress
 from warmctl.podman import (
@@ -58,7 +62,7 @@ from warmctl.podman import (
 )
 from warmctl.refs import Ref, is_valid_name, validate_name
 from warmctl.retention import Decision, Generation, Policy, plan_prune, summarize_plan
-from warmctl.waiting import PodmanCall
+from warmctl.waiting import DeferredInterrupts, PodmanCall
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,9 @@ class SnapshotOptions:
     file_locks: bool = False
     labels: dict[str, str] | None = None
     time_limit: float | None = None  # seconds to wait for podman's checkpoint (waiting.py)
+    # When the time limit began (time.monotonic()): take_snapshot sets it before it waits for
+    # the container's lock, so that the limit covers that wait and the checkpoint together.
+    time_limit_started: float | None = None
 
     def __post_init__(self) -> None:
         # Checked when the options are made, before warm spends minutes warming.
@@ -90,6 +97,8 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
         problem = label_problem(key, value)
         if problem:
             raise UsageError(problem)
+        if key in labels:  # the last one would win unseen: a typo or a script's mistake
+            raise UsageError(f"label {key!r} is given twice: give each label key once")
         labels[key] = value
     return labels
 
@@ -119,11 +128,15 @@ def take_snapshot(
     one container are taken one after the other (container_lock.py).
     """
     validate_name(name)
+    # --time-limit counts from here: the wait for another snapshot's lock is part of it.
+    options = dataclasses.replace(options, time_limit_started=time.monotonic())
     criu_version = require_usable_criu()
     progress.phase("inspecting")
     info = _running_container(podman, container)
-    with container_lock.checkpointing(info.id, waiting=lambda: progress.phase(
-            f"waiting for another snapshot of {info.name} to finish")) as waited:
+    with container_lock.checkpointing(
+            info.id, shown_as=info.name, time_limit=options.time_limit,
+            started=options.time_limit_started, waiting=lambda: progress.phase(
+                f"waiting for another snapshot of {info.name} to finish")) as waited:
         if waited:
             info = _running_container(podman, info.id, shown_as=container)
         return _take_locked(catalogue, podman, info, name, options, progress,
@@ -157,6 +170,9 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
     # CPU, which lengthened CRIU's freeze or the export on two cores.
     versions = hostcache.host_versions(podman)
     require_runtime_can_checkpoint(versions)
+    # Once the checkpoint has stopped the container, an interrupt waits until the snapshot is
+    # recorded (a second one leaves, its export kept in rescued/), as one waits for podman.
+    deferred = DeferredInterrupts(progress, "recording the snapshot")
     with contextlib.ExitStack() as stack:
         archive_file = stack.enter_context(catalogue.new_temp_file())
         # Named volumes are tarred at the memory's instant (volumes.py): frozen meanwhile.
@@ -165,7 +181,8 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
         with volumes.captured_at_one_instant(info, leave_running=options.leave_running,
                                              progress=progress) as capture:
             result, digest, plain_bytes, interrupted = _checkpoint_into(
-                catalogue, podman, info.id, name, options, archive_file.path, capture.progress)
+                catalogue, podman, info.id, name, options, archive_file.path, capture.progress,
+                once_stopped=lambda already: stack.enter_context(deferred.after(already)))
         with _rescue_on_failure(catalogue, archive_file.path, name,
                                 armed=lambda: not options.leave_running):
             progress.phase("publishing")
@@ -178,7 +195,7 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
                        **({} if options.leave_running else _in_place_extra(podman, info.id))},
             )
             snapshot = catalogue.publish(archive_file, record, sha256=digest)
-    if interrupted:
+    if interrupted or deferred.received:
         raise Interrupted(
             f"interrupted after podman had stopped {info.name}: its state is recorded as "
             f"{snapshot.ref}, so that it is not lost", hint=f"warmctl resume {snapshot.ref}")
@@ -188,14 +205,18 @@ def _take_locked(catalogue: Catalogue, podman: Podman, info: ContainerInfo, name
 def _checkpoint_into(
     catalogue: Catalogue, podman: Podman, container_id: str, name: str,
     options: SnapshotOptions, dest: Path, progress: Progress,
+    once_stopped: Callable[[bool], object] = lambda _: None,
 ) -> tuple[CheckpointResult, str, int | None, bool]:
     """Checkpoint into ``dest``. Returns podman's result, the archive's sha256, the plain
     tar's size (when warmctl compressed it) and whether the user pressed Ctrl-C meanwhile.
+    ``once_stopped`` is called as soon as podman's checkpoint has stopped the container,
+    told whether the user interrupted already.
 
     For zstd, podman writes a plain tar and warmctl compresses it on all cores while podman
     is still writing (see warmctl/transcode.py); gzip and none podman writes itself.
     """
     def checkpoint(export: Path, compress: str) -> CheckpointResult:
+        started = time.time()
         try:
             with criu_config.for_one_command(criu_config.checkpoint_options(
                     tcp_established=options.tcp_established)) as criu_bin:
@@ -210,6 +231,10 @@ def _checkpoint_into(
             kept = keep_criu_log(catalogue, err, f"{name}-dump")
             if options.leave_running:
                 _say_if_stopped(podman, container_id, kept)
+            else:
+                _bring_back_if_stopped(podman, container_id, kept, options, since=started)
+            if _is_disk_failure(f"{kept.message}\n{kept.stderr}"):
+                raise DiskIOError(kept.message, hint=kept.hint) from err
             raise kept from err
 
     ours = options.compress == "zstd"
@@ -217,8 +242,11 @@ def _checkpoint_into(
 
     def stopped_by_checkpoint() -> bool:
         """podman's checkpoint succeeded and stopped the container: the export is now the
-        only copy of its memory."""
-        return not options.leave_running and running is not None and running.succeeded()
+        only copy of its memory. (podman 4.3 says it succeeded when CRIU was killed by a
+        signal, as systemd's stop sends one to a unit's whole cgroup: then the container runs
+        on and the export is empty; nothing is to be rescued.)"""
+        return (not options.leave_running and running is not None and running.succeeded()
+                and not _still_running(podman, container_id))
 
     with contextlib.ExitStack() as stack:
         export = stack.enter_context(catalogue.new_temp_file(".plain")).path if ours else dest
@@ -229,6 +257,7 @@ def _checkpoint_into(
             running = PodmanCall(
                 lambda: checkpoint(export, "none" if ours else options.compress),
                 what=f"the checkpoint of {container_id[:12]}", time_limit=options.time_limit,
+                started=options.time_limit_started,
                 left_behind=lambda: _checkpoint_left_behind(catalogue, export, name,
                                                             container_id, options))
             try:
@@ -252,13 +281,31 @@ def _checkpoint_into(
             if interrupted and options.leave_running:
                 raise Interrupted(f"interrupted: podman finished the checkpoint and container "
                                   f"{container_id[:12]} kept running; nothing was recorded")
+            if not options.leave_running:
+                once_stopped(interrupted)
             if digest is None:
                 progress.phase("compressing" if ours else "hashing")
                 digest = (transcode.compress_zstd(export, dest, progress.advance) if ours
                           else archive.sha256_file(dest, progress.advance))
             progress.phase("checking the checkpoint")
-            _require_complete_checkpoint(export, container_id)
+            try:
+                _require_complete_checkpoint(export, container_id)
+            except CheckpointError as err:
+                if _still_running(podman, container_id):
+                    err.message += f"; container {container_id[:12]} runs on: nothing was lost"
+                if interrupted:
+                    # The signal most likely reached CRIU too, not another checkpoint.
+                    raise Interrupted(f"interrupted, and meanwhile {err.message}",
+                                      hint="snapshot again") from err
+                raise
             return result, digest, export.stat().st_size if ours else None, interrupted
+
+
+def _still_running(podman: Podman, container_id: str) -> bool:
+    with contextlib.suppress(WarmctlError):
+        info = podman.inspect_container(container_id)
+        return info is not None and info.running
+    return False
 
 
 def _say_if_stopped(podman: Podman, container_id: str, err: CheckpointError) -> None:
@@ -273,6 +320,61 @@ def _say_if_stopped(podman: Podman, container_id: str, err: CheckpointError) -> 
             err.message += f"; podman left the container {info.state}, not running"
             err.hint = (f"start it again: podman start {info.name}" +
                         (f"; {err.hint}" if err.hint else ""))
+
+
+# podman's and CRIU's words for a disk that failed a write (ENOSPC, EDQUOT, EIO).
+_DISK_FAILURE = re.compile(r"no space left on device|disk quota exceeded|input/output error",
+                           re.I)
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+
+
+def _is_disk_failure(text: str) -> bool:
+    return _DISK_FAILURE.search(text) is not None
+
+
+def _bring_back_if_stopped(podman: Podman, container_id: str, err: CheckpointError,
+                           options: SnapshotOptions, *, since: float) -> None:
+    """A stopping checkpoint failed after CRIU had dumped the container and stopped it (the
+    export failed: a full disk, an I/O error): its memory is then only in the checkpoint
+    podman keeps in the container's storage, and ``podman start`` would lose it. Restore the
+    container from there, so that it serves on as before; failing that, say exactly where
+    its memory is and the command that brings it back. The error says which."""
+    with contextlib.suppress(WarmctlError):
+        info = podman.inspect_container(container_id)
+        if info is None or info.running or not _fresh_checkpoint_in_storage(
+                podman, container_id, since):
+            return
+        short = container_id[:12]
+        try:
+            with criu_config.for_one_command(criu_config.restore_options(
+                    tcp_established=options.tcp_established, in_place=True)) as criu_bin:
+                podman.restore_in_place(container_id, tcp_established=options.tcp_established,
+                                        file_locks=options.file_locks, criu_bin=criu_bin)
+        except (WarmctlError, OSError) as restore_err:
+            log.debug("restoring %s in place after the failed checkpoint: %s", short,
+                      restore_err)
+            err.message += (f"; podman had already stopped {info.name}: its memory is still "
+                            f"in the checkpoint podman keeps in its storage, and warmctl could "
+                            f"not restore it from there")
+            err.hint = (f"bring it back warm with: podman container restore {info.name} "
+                        f"(podman start {info.name} would start it cold, losing that memory)")
+            return
+        err.message += (f"; podman had already stopped {info.name}: warmctl restored it from "
+                        f"the checkpoint podman keeps in its storage, and it runs on as before; "
+                        f"nothing was recorded")
+
+
+def _fresh_checkpoint_in_storage(podman: Podman, container_id: str, since: float) -> bool:
+    """Whether the container's storage holds a checkpoint written by this checkpoint (at or
+    after ``since``, the time it started): an older one would bring back stale memory."""
+    userdata = podman.userdata_dir(container_id)
+    if userdata is None:
+        return False
+    try:
+        written = (userdata / "checkpoint" / "inventory.img").stat().st_mtime
+    except OSError:
+        return False
+    return written >= since - 1.0  # the file system's clock is coarser than time.time()
 
 
 def _require_complete_checkpoint(path: Path, container_id: str) -> None:
@@ -321,15 +423,26 @@ def _rescue_on_failure(catalogue: Catalogue, path: Path, name: str,
     except BaseException as exc:
         if not armed() or not path.exists():
             raise
-        saved = catalogue.rescue(path, name)
-        note = (f"the checkpoint had already stopped the container: its memory is kept in "
-                f"{saved} (podman container restore --import {saved})")
+        try:
+            saved = catalogue.rescue(path, name)
+        except OSError as rescue_err:
+            # Even the rename failed (a disk gone bad): podman's storage still has it.
+            note = (f"the checkpoint had already stopped the container, and its export could "
+                    f"not be kept in rescued/ ({rescue_err.strerror}): its memory is in the "
+                    f"checkpoint podman keeps in its storage (podman container restore "
+                    f"CONTAINER brings it back warm; podman start would lose it)")
+        else:
+            note = (f"the checkpoint had already stopped the container: its memory is kept "
+                    f"in {saved} (podman container restore --import {saved})")
         if isinstance(exc, WarmctlError):
             exc.message = f"{exc.message}; {note}"
             raise
         if isinstance(exc, KeyboardInterrupt):
             raise Interrupted(f"interrupted; {note}") from exc
         reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else str(exc)
+        if ((isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS)
+                or _is_disk_failure(reason) or "disk is full" in reason):
+            raise DiskIOError(f"{reason}; {note}") from exc
         raise WarmctlError(f"{reason}; {note}") from exc
 
 
@@ -355,6 +468,7 @@ class ResumeOptions:
     volumes: str | None = None  # volumes.MODES; None: a clone's own, else the snapshot's
     time_limit: float | None = None  # seconds to wait for podman's restore (waiting.py)
     allow_host_access: bool = False  # resume a pulled snapshot whatever it asks (spec_policy)
+    max_age: float | None = None  # seconds: refuse an older snapshot (freshness.py)
 
     def __post_init__(self) -> None:
         if self.volumes is not None and self.volumes not in volumes.MODES:
@@ -387,12 +501,15 @@ def resume_snapshot(
     container it created itself (claim.py), by id.
     """
     snapshot = catalogue.get(ref)
+    freshness.refuse_if_older(snapshot, options.max_age)  # first: a refusal touches nothing
     criu_version = require_usable_criu()
     require_runtime_can_checkpoint(hostcache.host_versions(podman))
     if hostcompat.needs_comparison(snapshot):
         progress.phase("comparing hosts")
         hostcompat.check_before_resume(snapshot, podman, criu_version, strict=options.strict,
                                        warn=warn or (lambda _: None))
+    # Copies of volumes that a resume killed outright left behind (volumes.py).
+    volumes.put_back_left_copies(catalogue.home, podman, warn or (lambda _: None))
     target = options.name or snapshot.container_name
     with claim_name(target) as name_claim:
         existing = podman.inspect_container(target)
@@ -411,34 +528,86 @@ def resume_snapshot(
             plan = volumes.plan_for_restore(podman, held.path, target=target,
                                             source_container=snapshot.container_name,
                                             mode=options.volumes, replacing=existing)
-            if existing is not None:
+            if existing is not None or plan.remove_first:
                 # Otherwise the digest is checked while podman reads; here a damaged archive
-                # must not cost the user the container it was to replace.
-                progress.phase("verifying digest")
-                try:
-                    check_digest(snapshot, held.path, progress)
-                except KeyboardInterrupt:
-                    raise Interrupted(f"interrupted while verifying {snapshot.ref}'s archive: "
-                                      f"{target} is as it was ({existing.state})") from None
+                # must not cost the user the container or the volumes it was to replace.
+                _check_before_replacing(snapshot, held.path, plan, target, existing, progress)
+            if existing is not None:
                 progress.phase(f"removing container {target}")
                 podman.remove_container(existing.id)
             progress.phase("restoring")
             if snapshot.plain_bytes is not None:
                 progress.expect(snapshot.plain_bytes)
             try:
+                # Before a volume is removed, its content is on disk (volumes.py): a failure
+                # from here on puts it back as it was.
+                volumes.save_before_removing(catalogue.home, podman, plan, progress)
                 volumes.prepare(podman, plan, held.path, progress)
                 restored, interrupted = _restore_through_feed(held.path, snapshot, podman,
                                                               name_claim, options, progress,
                                                               plan)
             except (WarmctlError, KeyboardInterrupt) as err:
-                # First keep CRIU's log: it lives in the leftover container's directory.
-                if isinstance(err, CheckpointError):
-                    keep_criu_log(catalogue, err, f"{snapshot.name}-restore")
-                _remove_created(podman, name_claim, err)
-                if not isinstance(err, (LeftUnfinished, TimedOut)):
-                    volumes.undo(podman, plan)
-                raise
+                reported = _after_failed_restore(catalogue, podman, snapshot, name_claim, plan,
+                                                 err)
+                if reported is err:
+                    raise
+                raise reported from err
+            volumes.done(plan)
     return dataclasses.replace(_resumed(target, restored, interrupted), volumes=plan.to_list())
+
+
+def _check_before_replacing(snapshot: Snapshot, path: Path, plan: volumes.VolumePlan,
+                            target: str, existing: ContainerInfo | None,
+                            progress: Progress) -> None:
+    """Before resume removes a container or a volume: the archive is the one recorded, and
+    holds every volume's content the restore needs. Any failure here has touched nothing."""
+    untouched = ([f"{target} is as it was ({existing.state})"] if existing is not None else [])
+    untouched += [f"volume {name} is as it was" for name in plan.remove_first]
+    progress.phase("verifying digest")
+    try:
+        check_digest(snapshot, path, progress)
+        if plan.remove_first:
+            volumes.require_volume_tars(plan, path)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted while verifying {snapshot.ref}'s archive: "
+                          f"{'; '.join(untouched)}") from None
+    except WarmctlError as err:
+        if plan.remove_first:
+            err.message += f"; nothing was removed: {', '.join(untouched)}"
+        raise
+
+
+def _after_failed_restore(catalogue: Catalogue, podman: Podman, snapshot: Snapshot,
+                          name_claim: NameClaim, plan: volumes.VolumePlan,
+                          err: WarmctlError | KeyboardInterrupt) -> BaseException:
+    """Clean up after a failed (or interrupted) restore: CRIU's log kept, the container this
+    resume created removed, the volumes put back as they were. Returns the error to raise,
+    saying where each volume the resume was to replace stands."""
+    # First keep CRIU's log: it lives in the leftover container's directory.
+    if isinstance(err, CheckpointError):
+        keep_criu_log(catalogue, err, f"{snapshot.name}-restore")
+    if isinstance(err, (LeftUnfinished, TimedOut)) and not _podman_never_started(err):
+        # podman goes on alone: its container is its business, and the copies stay.
+        notes = volumes.left_unfinished(plan)
+    else:
+        # Both run to their end through a Ctrl-C or SIGTERM meanwhile (the resume fails
+        # either way): a volume is put back only once the container using it is gone.
+        _, again = volumes.through_interrupts(lambda: _remove_created(podman, name_claim, err))
+        notes, again_in_undo = volumes.undo(podman, plan)
+        if again or again_in_undo:
+            log.debug("interrupted again while cleaning up after: %s", err)
+    if isinstance(err, KeyboardInterrupt):
+        return Interrupted("; ".join(["interrupted", *notes])) if notes else err
+    if notes:
+        err.message = "; ".join([err.message, *notes])
+    return err
+
+
+def _podman_never_started(err: WarmctlError) -> bool:
+    """warmctl left before podman's restore had started, and it never will (waiting.py's
+    gate): nothing goes on alone, so the volumes can be put back at once. Read from the
+    message; if its words change, the copies are merely kept (left_unfinished)."""
+    return "podman had not started it, and will not" in err.message
 
 
 def _refuse_unless_replaceable(catalogue: Catalogue, podman: Podman, snapshot: Snapshot,
@@ -462,21 +631,28 @@ def _refuse_unless_replaceable(catalogue: Catalogue, podman: Podman, snapshot: S
     recorded = {"container_id": existing.id, "checkpoint": fingerprint}
     if fingerprint is None or not any(s.extra.get("in_place") == recorded
                                       for s in catalogue.list_snapshots()):
+        # Typically a stopping checkpoint whose export failed or was cut (a full disk, a
+        # signal before warmctl handled them): that checkpoint may be the only copy of the
+        # container's memory, so say how to bring it back before anything replaces it.
         raise ConflictError(
             f"{name}, the source container of {snapshot.ref}, holds a checkpoint that no "
-            "snapshot in the catalogue recorded",
-            hint="choose another name with --name, or replace it with --replace")
+            "snapshot in the catalogue recorded: its memory may be in podman's storage only",
+            hint=f"bring it back warm with: podman container restore {name}, then record it "
+                 f"with: warmctl snapshot {name}; or choose another name with --name, or "
+                 "replace it, losing that memory, with --replace")
 
 
 def _remove_created(podman: Podman, name_claim: NameClaim, err: BaseException) -> None:
     """After a failed restore, remove the container this resume created (a damaged
-    archive's even when running), by its id; never whatever else holds the name. Not when
-    warmctl left podman to finish alone: its container is podman's business then."""
+    archive's even when running, and one whose digest the disk failed to read: not proved
+    the recorded archive), by its id; never whatever else holds the name. Not when warmctl
+    left podman to finish alone: its container is podman's business then."""
     if isinstance(err, (LeftUnfinished, TimedOut)):
         return
     with contextlib.suppress(WarmctlError):
         created = name_claim.created_container(podman)
-        if created is not None and (isinstance(err, IntegrityError) or not created.running):
+        if created is not None and (isinstance(err, (IntegrityError, DiskIOError))
+                                    or not created.running):
             podman.remove_container(created.id)
 
 
@@ -618,6 +794,7 @@ def _restore_through_feed(source: Path, snapshot: Snapshot, podman: Podman,
                 log.debug("podman failed after reading only the configuration (%s): "
                           "trying again with the whole archive for every read", fed.reads)
                 _remove_created(podman, name_claim, err)
+                volumes.remove_made_by_podman(podman, plan)  # the retry makes them again
                 continue
         fed.verify()
         return restored, interrupted
@@ -676,9 +853,12 @@ class VerifyResult:
     snapshot: Snapshot
     ok: bool
     problem: str = ""
+    # The disk failed a read (EIO): not proved corrupt, and not to be removed for it.
+    disk_failure: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ref": self.snapshot.ref, "ok": self.ok, "problem": self.problem or None}
+        return {"ref": self.snapshot.ref, "ok": self.ok, "problem": self.problem or None,
+                "disk_failure": self.disk_failure}
 
 
 def verify_snapshot(catalogue: Catalogue, snapshot: Snapshot, progress: Progress) -> VerifyResult:
@@ -690,6 +870,8 @@ def verify_snapshot(catalogue: Catalogue, snapshot: Snapshot, progress: Progress
             archive.verify_structure(held.path)
     except IntegrityError as err:
         return VerifyResult(snapshot, False, err.message)
+    except DiskIOError as err:
+        return VerifyResult(snapshot, False, err.message, disk_failure=True)
     return VerifyResult(snapshot, True)
 
 

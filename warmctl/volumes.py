@@ -20,32 +20,44 @@ as they are now, and ``--volumes snapshot`` replaces their content with the snap
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import re
+import signal
+import stat
 import subprocess
 import sys
+import tarfile
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from warmctl import archive
 from warmctl.errors import (
     ConflictError,
+    DiskIOError,
     HostError,
     IntegrityError,
     NotFoundError,
+    PodmanError,
     UsageError,
     WarmctlError,
 )
 from warmctl.output import Progress
-from warmctl.podman import ContainerInfo, Podman
+from warmctl.podman import ContainerInfo, Podman, VolumeSettings
+from warmctl.waiting import in_daemon_thread
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MODES = ("new", "shared", "snapshot")
 # podman's rule for volume names (and container names).
@@ -129,7 +141,7 @@ class Freezer:
         guard = subprocess.Popen(  # noqa: S603 - this Python, a fixed script, no shell
             [sys.executable, "-c", _GUARD_SCRIPT, str(self.control), thawed],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, text=True)
+            start_new_session=True, text=True, preexec_fn=_prepare_guard)
         try:
             yield
         finally:
@@ -151,6 +163,31 @@ class Freezer:
             return self.control.read_text().strip() == "FROZEN"
         events = (self.control.parent / "cgroup.events").read_text().split()
         return "frozen" in events and events[events.index("frozen") + 1] == "1"
+
+
+def _prepare_guard() -> None:
+    """In the guard, before it runs (set before exec, so that no signal finds it half
+    started): SIGTERM, SIGHUP and SIGINT are ignored, and stay so through exec, so that a
+    signal sent to warmctl and its guard together (a closed terminal's, or systemd's stop,
+    which signals the unit's whole cgroup) leaves the guard watching; it thaws when warmctl
+    dies or ends. And it leaves warmctl's cgroup for the root of the hierarchies systemd
+    tracks units by, so that the SIGKILL systemd sends the unit's cgroup when the stop timeout
+    passes does not reach it either: it outlives warmctl by the moment it takes to thaw."""
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+    for procs in _UNIT_TRACKING_ROOTS:
+        try:
+            with open(procs, "w") as root:
+                root.write("0")  # 0: the writing process
+        except OSError:
+            pass  # not mounted, or not allowed (a cgroup namespace): the signals still are
+
+
+# Where systemd looks for a unit's processes: the named v1 hierarchy (hybrid hosts), the v2
+# hierarchy beside it (hybrid) or as the only one (unified hosts).
+_UNIT_TRACKING_ROOTS = ("/sys/fs/cgroup/systemd/cgroup.procs",
+                        "/sys/fs/cgroup/unified/cgroup.procs",
+                        "/sys/fs/cgroup/cgroup.procs")
 
 
 # The guard: reads its stdin to the end; unless warmctl said it thawed, it thaws.
@@ -286,8 +323,14 @@ class VolumePlan:
     create: bool = False  # warmctl creates and fills the volumes (renamed ones)
     ignore_volumes: bool = False  # podman's --ignore-volumes
     remove_first: list[str] = field(default_factory=list)  # replaced by the snapshot's content
+    # Volumes podman's restore creates itself (from volumes/NAME.tar), none of them existing
+    # by then: after a failed restore, the ones it left are removed (a volume in remove_first
+    # is then put back as it was).
+    podman_creates: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)  # what to remove if the restore fails
     mountpoints: dict[str, Path] = field(default_factory=dict)
+    # The content of each volume in remove_first, saved before it is removed (keep_until_done).
+    saved: list[SavedVolume] = field(default_factory=list)
 
     @property
     def renames(self) -> bool:
@@ -363,7 +406,8 @@ def plan_for_restore(podman: Podman, source: Path, *, target: str, source_contai
                                 hint="stop and remove that container, or resume with "
                                      "--name NEW (a clone, with volumes of its own)")
     return VolumePlan([VolumeUse(v["name"], v["name"], v["destination"], "snapshot")
-                       for v in named], remove_first=existing)
+                       for v in named], remove_first=existing,
+                      podman_creates=[v["name"] for v in named])
 
 
 def _plan_new(podman: Podman, named: list[dict[str, str]], target: str,
@@ -397,11 +441,20 @@ def clone_volume_name(container: str, volume: str) -> str:
 
 def prepare(podman: Podman, plan: VolumePlan, source: Path, progress: Progress) -> None:
     """Make the volumes the plan needs before podman restores: remove the ones to be replaced
-    by the snapshot's content, create the clone's and fill them from ``source``. On failure
-    the caller calls undo()."""
+    by the snapshot's content (saved first: save_before_removing()), create the clone's and
+    fill them from ``source``. On failure the caller calls undo()."""
+    saved = {copy.volume: copy for copy in plan.saved}
     for name in plan.remove_first:
+        copy = saved.get(name)
+        if copy is None or copy.path is None:
+            raise AssertionError(f"volume {name} would be removed without a saved copy")
         progress.phase(f"removing volume {name} (the snapshot's content replaces it)")
-        podman.remove_volume(name)
+
+        def remove(name: str = name, copy: SavedVolume = copy) -> None:
+            podman.remove_volume(name)
+            copy.removed = True  # in the same thread: nothing can come between
+
+        _to_the_end(remove)
     if not plan.create:
         return
     for use in plan.uses:
@@ -438,9 +491,338 @@ def _fill(podman: Podman, plan: VolumePlan, source: Path, progress: Progress) ->
                              f"no volumes/{missing[0]}.tar")
 
 
-def undo(podman: Podman, plan: VolumePlan) -> None:
-    """Remove the volumes prepare() created, after a failed restore."""
+def require_volume_tars(plan: VolumePlan, source: Path) -> None:
+    """The archive holds volumes/NAME.tar for every volume filled from the snapshot: checked
+    before a volume is removed for it (the tars come last: the whole stream is read)."""
+    wanted = {use.archived for use in plan.uses if use.content == "snapshot"}
+    found: set[str] = set()
+    try:
+        with archive.open_tar_stream(source) as tar:
+            for member in tar:
+                named = archive.VOLUME_TAR.fullmatch(member.name)
+                if named and member.isreg():
+                    found.add(named.group(1))
+                    if wanted <= found:
+                        break
+    except (*archive.STREAM_ERRORS, tarfile.TarError) as err:
+        raise IntegrityError(f"{source} is damaged: {archive.one_line(err)}") from err
+    missing = sorted(wanted - found)
+    if missing:
+        raise IntegrityError(f"the snapshot names volume {missing[0]} but its archive holds "
+                             f"no volumes/{missing[0]}.tar")
+
+
+def undo(podman: Podman, plan: VolumePlan) -> tuple[list[str], bool]:
+    """After a failed restore: remove the volumes prepare() created and those podman's
+    restore left, and put back each volume prepare() removed, from its saved copy. Runs to
+    its end whatever Ctrl-C or SIGTERM come meanwhile. Returns what the error should say
+    about each volume the resume was to replace, and whether it was interrupted."""
+    return through_interrupts(lambda: _undo(podman, plan))
+
+
+def _undo(podman: Podman, plan: VolumePlan) -> list[str]:
     for name in plan.created:
         with contextlib.suppress(WarmctlError):
             podman.remove_volume(name)
     plan.created.clear()
+    remove_made_by_podman(podman, plan)
+    notes = []
+    for copy in plan.saved:
+        if not copy.removed:
+            copy.discard()
+            notes.append(f"volume {copy.volume} is as it was (nothing was removed)")
+            continue
+        try:
+            copy.put_back(podman)
+        except (WarmctlError, OSError) as err:
+            reason = err.message if isinstance(err, WarmctlError) else str(err)
+            notes.append(f"volume {copy.volume} could not be put back ({reason}): "
+                         f"{copy.how_to_put_back()}")
+            copy.release()
+        else:
+            copy.discard()
+            notes.append(f"volume {copy.volume} is as it was (put back from its copy)")
+    plan.saved.clear()
+    return notes
+
+
+def remove_made_by_podman(podman: Podman, plan: VolumePlan) -> None:
+    """Remove the volumes a failed restore of podman's made (the snapshot's content): none
+    of them existed, or prepare() had removed it (then undo() puts it back). One that a
+    container mounts (not this resume's, which is removed first) stays: then putting back
+    fails, and says so."""
+    removed = {copy.volume for copy in plan.saved if copy.removed}
+    for name in plan.podman_creates:
+        if name in plan.remove_first and name not in removed:
+            continue  # never removed: it is the user's own, as it was
+        with contextlib.suppress(WarmctlError):
+            if podman.volume_mountpoint(name) is not None and not podman.volume_users(name):
+                podman.remove_volume(name)
+
+
+def done(plan: VolumePlan) -> None:
+    """The restore succeeded: the saved copies are no longer needed."""
+    for copy in plan.saved:
+        copy.discard()
+    plan.saved.clear()
+
+
+def left_unfinished(plan: VolumePlan) -> list[str]:
+    """podman goes on alone (a second Ctrl-C, --time-limit): whether the restore will succeed
+    is unknown, so each saved copy stays, and the error says where."""
+    notes = [f"volume {copy.volume} was removed: {copy.how_to_put_back()}"
+             for copy in plan.saved if copy.removed]
+    for copy in plan.saved:
+        if copy.removed:
+            copy.release()
+        else:
+            copy.discard()
+    plan.saved.clear()
+    return notes
+
+
+# --- saved copies: a failed resume never costs a volume --------------------------------------
+#
+# Before resume removes a volume (--volumes snapshot, or --replace of a clone), its content is
+# exported into HOME/saved-volumes/VOLUME@STAMP-PID-ID.tar (0600, fsync'd, flock'd by the
+# resume while it runs), beside VOLUME@STAMP-PID-ID.json (how the volume was made, and the mode
+# and owner of its top directory, which podman's export leaves out). After a failure it is made
+# again from them; after a success they are deleted. A resume killed outright (kill -9, a
+# crash, a power cut) leaves them, unlocked: the next resume puts such a copy back itself when
+# its volume is missing, and otherwise says where it is (put_back_left_copies).
+
+SAVED_DIR = "saved-volumes"
+_SAVED_NAME = re.compile(r"(?P<volume>[A-Za-z0-9][A-Za-z0-9_.-]*)@(?P<stamp>[0-9]{8}T[0-9]{6}Z)"
+                         r"-(?P<pid>[0-9]+)-[0-9a-f]{8}\.(?P<kind>tar|json|partial)")
+
+
+@dataclass
+class SavedVolume:
+    """One volume's content, saved before a resume removes the volume."""
+
+    volume: str
+    partial: Path  # where podman exports it; renamed to ``path`` once whole and on disk
+    fd: int  # the flock that says its resume is alive
+    path: Path | None = None  # VOLUME@STAMP-PID-ID.tar, once whole
+    removed: bool = False  # the volume has been removed since (undo() makes it again)
+
+    @property
+    def settings_path(self) -> Path:
+        return self.partial.with_suffix(".json")
+
+    def how_to_put_back(self) -> str:
+        return (f"its content from before this resume is kept in {self.path} (podman volume "
+                f"import {self.volume} {self.path}; the next warmctl resume puts it back by "
+                "itself if the volume is missing)")
+
+    def put_back(self, podman: Podman) -> None:
+        assert self.path is not None
+        _recreate(podman, self.volume, self.path, _read_settings(self.settings_path))
+
+    def discard(self) -> None:
+        for path in (self.partial, self.path, self.settings_path):
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        self.release()
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def save_before_removing(home: Path, podman: Podman, plan: VolumePlan,
+                         progress: Progress) -> None:
+    """Save the content of every volume prepare() will remove, before any is removed: a
+    volume without a whole copy on disk is never removed. A failure here has removed
+    nothing (undo() discards what was saved)."""
+    if not plan.remove_first:
+        return
+    directory = home / SAVED_DIR
+    try:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+    except OSError as err:
+        raise _not_saved(plan.remove_first[0], home, err.strerror or str(err)) from err
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for name in plan.remove_first:
+        progress.phase(f"saving volume {name} (put back if the resume fails)")
+        settings = podman.volume_settings(name)
+        mountpoint = podman.volume_mountpoint(name)
+        if settings is None or mountpoint is None:
+            raise ConflictError(f"volume {name} went away while resume prepared to replace "
+                                "it: nothing was removed", hint="resume again")
+        stem = f"{name}@{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        partial = directory / f"{stem}.partial"
+        try:
+            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise _not_saved(name, home, err.strerror or str(err)) from err
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        copy = SavedVolume(name, partial, fd)
+        plan.saved.append(copy)
+        try:
+            podman.export_volume(name, partial)  # podman truncates and writes in place
+            os.fsync(fd)
+            record: dict[str, Any] = {"volume": name, **settings.to_dict()}
+            with contextlib.suppress(OSError):  # a driver's volume may live elsewhere
+                top = os.stat(mountpoint)
+                record["top"] = {"mode": stat.S_IMODE(top.st_mode), "uid": top.st_uid,
+                                 "gid": top.st_gid}
+            _write_synced(copy.settings_path, json.dumps(record).encode())
+            copy.path = directory / f"{stem}.tar"
+            os.rename(partial, copy.path)
+            _fsync_dir(directory)
+        except PodmanError as err:
+            raise _not_saved(name, home, err.message) from err
+        except OSError as err:
+            raise _not_saved(name, home, err.strerror or str(err)) from err
+
+
+def _not_saved(volume: str, home: Path, reason: str) -> WarmctlError:
+    message = (f"cannot save volume {volume}'s content before replacing it: {reason}; "
+               "nothing was removed")
+    hint = f"the copy goes to {home / SAVED_DIR} and needs as much space as the volume holds"
+    if re.search(r"no space left|input/output error|disk quota", reason, re.I):
+        return DiskIOError(message, hint=hint)
+    return WarmctlError(message, hint=hint)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}  # made as a plain local volume, then
+    return record if isinstance(record, dict) else {}
+
+
+def _recreate(podman: Podman, volume: str, copy: Path, record: dict[str, Any]) -> None:
+    """Make ``volume`` again as it was: same driver, labels and options, the saved files, and
+    the mode and owner of its top directory."""
+    def texts(key: str) -> dict[str, str]:
+        value = record.get(key)
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    settings = VolumeSettings(driver=str(record.get("driver") or "local"),
+                              labels=texts("labels"), options=texts("options"))
+    mountpoint = podman.create_volume(volume, settings)
+    with copy.open("rb") as tar:
+        podman.import_volume(volume, tar)
+    top = record.get("top")
+    if isinstance(top, dict):
+        with contextlib.suppress(OSError, TypeError, ValueError):
+            os.chown(mountpoint, int(top["uid"]), int(top["gid"]))
+            os.chmod(mountpoint, int(top["mode"]))
+
+
+def put_back_left_copies(home: Path, podman: Podman, warn: Callable[[str], None]) -> None:
+    """Copies that a resume killed outright (kill -9, a crash) left in saved-volumes/: a copy
+    whose volume is missing is put back now (nothing of the user's is overwritten); one whose
+    volume exists is named, with the command that puts it back. A volume that a running
+    resume holds a copy of is left to it. Never fails the caller."""
+    directory = home / SAVED_DIR
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:
+        return
+    left: list[tuple[Path, re.Match[str], int]] = []  # locked here: their resume is gone
+    busy: set[str] = set()  # volumes a running resume has a copy of
+    try:
+        for path in entries:
+            found = _SAVED_NAME.fullmatch(path.name)
+            if found is None or found["kind"] == "json" or path.is_symlink() \
+                    or not path.is_file():
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                busy.add(found["volume"])
+                continue
+            left.append((path, found, fd))
+        for path, found, _ in left:
+            if found["kind"] == "partial":
+                # An export that never finished: its volume was never removed (removal
+                # waits for a whole copy on disk).
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    path.with_suffix(".json").unlink(missing_ok=True)
+            elif found["volume"] not in busy:
+                _handle_left_copy(podman, path, found, warn=warn)
+    finally:
+        for _, _, fd in left:
+            os.close(fd)
+
+
+def _handle_left_copy(podman: Podman, path: Path, found: re.Match[str], *,
+                      warn: Callable[[str], None]) -> None:
+    volume, stamp = found["volume"], found["stamp"]
+    left = f"saved by a resume that did not finish ({stamp}, process {found['pid']})"
+    try:
+        if podman.volume_mountpoint(volume) is None:
+            def put_back() -> None:
+                _recreate(podman, volume, path, _read_settings(path.with_suffix(".json")))
+                path.unlink()
+                path.with_suffix(".json").unlink(missing_ok=True)
+
+            _, interrupted = through_interrupts(put_back)  # never left half done
+            warn(f"volume {volume} was missing: put back from {path}, {left}")
+            if interrupted:
+                raise KeyboardInterrupt
+            return
+    except (WarmctlError, OSError) as err:
+        reason = err.message if isinstance(err, WarmctlError) else str(err)
+        warn(f"{path} holds volume {volume}'s content, {left}; putting it back failed "
+             f"({reason}): podman volume create {volume}; podman volume import {volume} {path}")
+        return
+    warn(f"{path} holds volume {volume}'s content, {left}; the volume exists, so it is left "
+         f"as it is: podman volume import {volume} {path} puts the saved files back into it; "
+         f"delete {path} once it is not needed")
+
+
+def through_interrupts(work: Callable[[], T]) -> tuple[T, bool]:
+    """Run ``work`` (podman calls that change volumes or containers) to its end in a thread of
+    its own, and wait for it whatever Ctrl-C, SIGTERM or SIGHUP arrive meanwhile (Python
+    delivers them to the main thread only, as KeyboardInterrupt). Returns its result and
+    whether an interruption came. So warmctl always knows whether a volume was removed, and a
+    put-back never stops halfway (only kill -9 can stop it: the copy then stays on disk, see
+    put_back_left_copies). ``work``'s own error is raised."""
+    future = in_daemon_thread(work, name="volumes")
+    interrupted = False
+    while True:
+        try:
+            concurrent.futures.wait([future])
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    return future.result(), interrupted
+
+
+def _to_the_end(work: Callable[[], T]) -> T:
+    """through_interrupts(), the interruption raised afterwards."""
+    result, interrupted = through_interrupts(work)
+    if interrupted:
+        raise KeyboardInterrupt
+    return result

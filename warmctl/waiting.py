@@ -17,12 +17,22 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from types import TracebackType
+from typing import Any, Generic, TypeVar
 
-from warmctl.errors import Interrupted, LeftUnfinished, TimedOut, WarmctlError
+from warmctl.errors import (
+    Interrupted,
+    LeftUnfinished,
+    TimedOut,
+    WarmctlError,
+    interrupt_again,
+    interruption,
+    note_termination_signal,
+)
 from warmctl.output import Progress
 from warmctl.podman import SpawnGate, spawning_through
 from warmctl.units import format_duration
@@ -54,11 +64,14 @@ class PodmanCall(Generic[T]):
     """A podman call that runs while warmctl does other work (or just waits)."""
 
     def __init__(self, work: Callable[[], T], *, what: str, left_behind: LeftBehind,
-                 time_limit: float | None = None) -> None:
+                 time_limit: float | None = None, started: float | None = None) -> None:
         self.what = what  # "the checkpoint of mc": for messages
         self._left_behind = left_behind
         self._time_limit = time_limit
-        self._deadline = None if time_limit is None else time.monotonic() + time_limit
+        # ``started`` (time.monotonic()): when the limit began, if before this call (a wait
+        # for a lock counts too); default now.
+        self._deadline = (None if time_limit is None
+                          else (time.monotonic() if started is None else started) + time_limit)
         self._gate = SpawnGate()
 
         def through_gate() -> T:
@@ -110,8 +123,8 @@ class PodmanCall(Generic[T]):
 
     def _say_interrupted(self, progress: Progress) -> None:
         log.debug("interrupted: waiting for %s", self.what)
-        progress.phase(f"interrupted: letting podman finish {self.what} "
-                       "(Ctrl-C again leaves it to finish alone)")
+        progress.phase(f"{interruption()}: letting podman finish {self.what} "
+                       f"({interrupt_again()} leaves it to finish alone)")
 
     def _timed_out(self) -> TimedOut:
         assert self._time_limit is not None
@@ -125,3 +138,45 @@ class PodmanCall(Generic[T]):
         if not self._gate.close():
             return "podman had not started it, and will not: nothing was done"
         return self._left_behind()
+
+
+class DeferredInterrupts:
+    """While open (in the main thread), the first Ctrl-C, SIGTERM or SIGHUP is noted, not
+    raised; a second raises KeyboardInterrupt. For the steps after a checkpoint that stopped
+    its container (compressing or hashing the export, checking it, recording it): finishing
+    them is what keeps the container's memory, so an interruption waits for them, as it
+    waits for podman, and the caller reports it afterwards (``received``)."""
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self, progress: Progress, doing: str) -> None:
+        self.received = False
+        self._progress = progress
+        self._doing = doing  # "recording the snapshot": for the phase line
+        self._previous: dict[int, Any] = {}
+
+    def after(self, interrupted: bool) -> DeferredInterrupts:
+        """Opened after an interruption already (while podman ran): the next one leaves."""
+        self.received = interrupted
+        return self
+
+    def __enter__(self) -> DeferredInterrupts:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self._SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._interrupted)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _interrupted(self, signum: int, _frame: object) -> None:
+        if signum != signal.SIGINT:
+            note_termination_signal(signum)
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = True
+        log.debug("interrupted: %s first", self._doing)
+        self._progress.phase(f"{interruption()}: {self._doing} first "
+                             f"({interrupt_again()} leaves at once)")

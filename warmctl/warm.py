@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
+import signal
 import socket
 import subprocess
 import time
@@ -89,6 +91,9 @@ class WarmPlan:
 class _Attempt:
     ok: bool
     output: str
+    # The command cannot run at all (missing from the image, not executable): retrying
+    # until the timeout would only hide that.
+    cannot_run: bool = False
 
 
 def warm(
@@ -98,6 +103,7 @@ def warm(
     progress: Progress,
     *,
     clock: Callable[[], float] = time.monotonic,
+    warn: Callable[[str], None] = lambda text: None,
 ) -> Snapshot:
     """Run, warm, wait for ready, snapshot. When starting, warming or readiness fails the
     container is removed (unless ``keep_on_failure``) and nothing is recorded. When only the
@@ -130,7 +136,8 @@ def warm(
             _run_warmup(podman, plan, deadline=started + plan.readiness.timeout, clock=clock)
         attempts = 0
         if plan.readiness.configured:
-            attempts = _wait_until_ready(podman, plan, progress, started=started, clock=clock)
+            attempts = _wait_until_ready(podman, plan, progress, started=started, clock=clock,
+                                         warn=warn)
     except BaseException as err:
         # By id; by name only when podman run failed after it had created the container
         # (the name was free a moment ago), never when the name was taken meanwhile.
@@ -195,14 +202,36 @@ def _host_env(plan: WarmPlan) -> dict[str, str]:
 
 
 def _run_host(command: str, env: dict[str, str], timeout: float) -> _Attempt:
-    try:
-        proc = subprocess.run(  # noqa: S603 - the user's own shell command line, by design
-            ["/bin/sh", "-c", command], capture_output=True, text=True, errors="replace",
-            env=env, timeout=max(timeout, 0.1), stdin=subprocess.DEVNULL, check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return _Attempt(False, f"timed out after {timeout:.0f}s")
-    return _Attempt(proc.returncode == 0, _last_output(proc.stdout, proc.stderr, proc.returncode))
+    """Run the user's shell command line. It runs in a session of its own, so that on a
+    timeout (or Ctrl-C) the whole process group goes, not only /bin/sh: a probe's children
+    (``curl ... &``, a pipeline) would otherwise live on, one more set at every attempt."""
+    proc = subprocess.Popen(  # noqa: S603 - the user's own shell command line, by design
+        ["/bin/sh", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, text=True, errors="replace", env=env,
+        start_new_session=True)
+    with proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=max(timeout, 0.1))
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return _Attempt(False, f"timed out after {timeout:.0f}s")
+        except BaseException:
+            _kill_group(proc)
+            raise
+    return _Attempt(proc.returncode == 0, _last_output(stdout, stderr, proc.returncode))
+
+
+_DRAIN_PATIENCE = 2.0  # seconds: what a killed group's pipes may take to close
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the command's process group (its session's: the shell is its leader) and reap
+    the shell. A descendant that left the group and holds the pipes is not waited for long."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.communicate(timeout=_DRAIN_PATIENCE)
+    proc.wait()
 
 
 def _run_exec(podman: Podman, container: str, command: str, timeout: float) -> _Attempt:
@@ -215,7 +244,15 @@ def _run_exec(podman: Podman, container: str, command: str, timeout: float) -> _
     except WarmctlError as err:
         return _Attempt(False, err.message)
     return _Attempt(result.returncode == 0,
-                    _last_output(result.stdout, result.stderr, result.returncode))
+                    _last_output(result.stdout, result.stderr, result.returncode),
+                    cannot_run=_cannot_run(result))
+
+
+def _cannot_run(result: CommandResult) -> bool:
+    """podman exec's answer when the command is not in the container or not executable:
+    exit 127 (also a shell's "command not found"), or 126 with the OCI runtime's words."""
+    return result.returncode == 127 or (
+        result.returncode == 126 and "OCI runtime" in result.stderr)
 
 
 def _run_warmup(podman: Podman, plan: WarmPlan, *, deadline: float,
@@ -231,8 +268,10 @@ def _run_warmup(podman: Podman, plan: WarmPlan, *, deadline: float,
 
 
 def _wait_until_ready(podman: Podman, plan: WarmPlan, progress: Progress, *, started: float,
-                      clock: Callable[[], float]) -> int:
-    """Retry the readiness probe every interval until it succeeds; returns the attempts."""
+                      clock: Callable[[], float], warn: Callable[[str], None]) -> int:
+    """Retry the readiness probe every interval until it succeeds; returns the attempts.
+    After --ready-exec's first failure, ``warn`` gets what it said; a command that cannot run
+    in the container ends the wait at once."""
     readiness = plan.readiness
     deadline = started + readiness.timeout
     tcp_target = _tcp_target(podman, plan) if readiness.tcp_port is not None else None
@@ -251,12 +290,24 @@ def _wait_until_ready(podman: Podman, plan: WarmPlan, progress: Progress, *, sta
             last = _tcp_connect(*tcp_target, timeout=min(budget, readiness.interval))
         if last.ok:
             return attempts
+        if last.cannot_run:
+            raise NotReadyError(
+                f"--ready-exec {readiness.exec_command!r} cannot run in "
+                f"container {plan.spec.container}: {_printable(last.output)}",
+                hint="give a command the image has; try it with: podman exec "
+                     f"{plan.spec.container} COMMAND")
         _fail_if_container_died(podman, plan.spec.container, last)
+        if attempts == 1 and readiness.exec_command is not None:
+            # A probe inside the container can fail for reasons the image holds (a wrong
+            # path, a missing tool): say it at once rather than after the whole timeout.
+            warn(f"not ready yet: --ready-exec's first attempt failed: "
+                 f"{_printable(last.output)}; retrying every {readiness.interval:g}s for up "
+                 f"to {readiness.timeout:g}s")
         next_attempt = attempt_started + readiness.interval
         if next_attempt >= deadline:
             raise NotReadyError(
                 f"not ready after {readiness.timeout:g}s and {attempts} probe attempt(s); "
-                f"last probe: {last.output}"
+                f"last probe: {_printable(last.output)}"
             )
         time.sleep(max(next_attempt - clock(), 0))
 
@@ -287,6 +338,15 @@ def _tcp_connect(host: str, port: int, timeout: float) -> _Attempt:
             return _Attempt(True, "connected")
     except OSError as exc:
         return _Attempt(False, f"connect to {host}:{port}: {exc.strerror or exc}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """A command's or podman's words with their control characters escaped, as Python writes
+    them ("\\x1b"): they come from outside, and reach a terminal."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 def _last_output(stdout: str, stderr: str, returncode: int) -> str:

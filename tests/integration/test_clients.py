@@ -3,8 +3,10 @@ used (issue 13). Every test drives the real CLI against the real podman and CRIU
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +23,8 @@ from support import IMAGES, Containers, Warmctl, free_port, podman, require_dev_
 from test_core_verbs import assert_all_back, fill, start_memcached
 from test_warm import state_server_classes  # noqa: F401 - the fixture, shared
 
-from warmctl import host
+import warmctl
+from warmctl.host import facts as host
 
 pytestmark = pytest.mark.podman
 
@@ -209,6 +212,40 @@ def nobody_home(containers: Containers) -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def _copy_for_nobody(target: Path) -> Path:
+    """Copy this checkout's warmctl package and every installed distribution it needs at run
+    time into ``target``, readable by every user, for PYTHONPATH."""
+    target.mkdir(mode=0o755)
+    shutil.copytree(Path(warmctl.__file__).parent, target / "warmctl",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    wanted, seen = ["warmctl"], set()
+    while wanted:
+        name = canonical_name(wanted.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        dist = importlib.metadata.distribution(name)
+        for requirement in dist.requires or []:
+            if ";" not in requirement:  # extras and other markers: not needed to run
+                wanted.append(re.split(r"[\s<>=!~\[(]", requirement, maxsplit=1)[0])
+        if name == "warmctl":
+            continue  # its editable install points at the checkout: copied above
+        for file in dist.files or []:
+            source = Path(str(dist.locate_file(file)))
+            if ".." in file.parts or not source.is_file():
+                continue  # scripts outside site-packages
+            destination = target / file
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+def canonical_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 @pytest.mark.parametrize("verb", [
     ["snapshot", "anything", "--leave-running"],
     ["resume", "idle", "--name", "anything"],
@@ -217,13 +254,16 @@ def nobody_home(containers: Containers) -> Iterator[Path]:
 def test_not_root_exits_6_before_podman(verb: list[str], nobody_home: Path) -> None:
     setpriv = shutil.which("setpriv")
     assert setpriv is not None, "setpriv (util-linux) is needed"
-    repo = Path(__file__).resolve().parents[2]
+    # nobody may not be able to read the checkout or its .venv (a clone under root's 0700
+    # home): run a world-readable copy of warmctl and its dependencies instead.
+    packages = _copy_for_nobody(nobody_home.parent / "packages")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "WARMCTL_HOME": str(nobody_home),
-           "HOME": str(nobody_home), "NO_COLOR": "1", "PYTHONPATH": str(repo),
+           "HOME": str(nobody_home), "NO_COLOR": "1", "PYTHONPATH": str(packages),
+           "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
            "WARMCTL_PODMAN": str(nobody_home.parent / "podman")}
     proc = subprocess.run(
         [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
-         sys.executable, "-m", "warmctl", *verb],
+         os.path.realpath(sys.executable), "-m", "warmctl", *verb],
         capture_output=True, text=True, env=env, timeout=60, check=False, cwd="/")
     assert proc.returncode == 6, proc.stderr
     assert "only as root" in proc.stderr and "run warmctl as root" in proc.stderr

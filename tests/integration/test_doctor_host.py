@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from support import IMAGES, Containers, Warmctl, podman
 
-from warmctl import host
+from warmctl.host import facts as host
 from warmctl.podman import podman_environment
 
 pytestmark = pytest.mark.podman

@@ -25,7 +25,8 @@ from mcclient import MemcacheClient, iter_missing_or_different, random_items
 from support import Containers, free_port, podman
 from test_core_verbs import start_memcached
 
-from warmctl import host, lazy_pages
+from warmctl import lazy_pages
+from warmctl.host import facts as host
 from warmctl.podman import podman_environment
 
 pytestmark = pytest.mark.podman

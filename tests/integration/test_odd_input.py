@@ -55,6 +55,19 @@ def test_snapshot_into_a_pipe_whose_reader_left_is_recorded_and_exits_0(
     assert [e["ref"] for e in warmctl("list", "--json").json()] == ["piped@1"]
 
 
+@pytest.mark.parametrize("json_mode", [False, True], ids=["ref", "json"])
+def test_snapshot_whose_result_cannot_be_written_is_recorded_and_exits_0(
+        warmctl: Warmctl, containers: Containers, json_mode: bool) -> None:
+    looper = start_looper(containers)
+    with open("/dev/full", "w") as full:  # every write fails: ENOSPC
+        result = run_with_stdout(warmctl, full.fileno(), "snapshot", looper, "full",
+                                 "--leave-running", *(["--json"] if json_mode else []))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("warmctl: warning: the result could not be printed on standard "
+                             "output (No space left on device); what was done stands\n")
+    assert [e["ref"] for e in warmctl("list", "--json").json()] == ["full@1"]
+
+
 def test_publish_specs_are_judged_as_podman_judges_them(containers: Containers) -> None:
     # The unit tests' table of podman's verdicts, asked of the real podman here.
     specs = runpy.run_path(str(Path(__file__).parents[1] / "unit" / "publish_specs.py"))

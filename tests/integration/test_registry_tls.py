@@ -76,7 +76,7 @@ def tls_registry(tmp_path: Path) -> Iterator[TlsRegistry]:
                                      key=key))
     ready = ssl.create_default_context(cafile=str(ca))
     # Python >= 3.13 (Debian 13) refuses this CA, as openssl made it (no keyUsage), by default;
-    # warmctl accepts it as podman does (warmctl/transport.py), and so does this check.
+    # warmctl accepts it as podman does (warmctl/oci/transport.py), and so does this check.
     ready.verify_flags &= ~ssl.VERIFY_X509_STRICT
     with serving_registry(config, f"https://127.0.0.1:{port}/v2/", tmp_path / "registry.log",
                           ready):

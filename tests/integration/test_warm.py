@@ -166,3 +166,39 @@ def test_warm_with_tcp_and_exec_probes(warmctl: Warmctl, containers: Containers)
     entry = warmctl("show", "marker", "--json").json()
     assert isinstance(entry, dict)
     assert entry["warm"]["probe_attempts"] >= 2
+
+
+def test_warm_ready_exec_of_a_command_the_image_lacks_fails_at_once(
+    warmctl: Warmctl, containers: Containers
+) -> None:
+    """Not ten minutes of silent retries: podman's "not found" ends the wait, exit 9."""
+    container = containers.name("noprobe")
+    started = time.monotonic()
+    result = warmctl(
+        "warm", IMAGES["busybox"], "noprobe", "--container", container,
+        "--ready-exec", "no-such-probe --ping", "--interval", "200ms", "--timeout", "10m",
+        "--", "sleep", "1000", check=False,
+    )
+    assert result.returncode == 9, result.stderr
+    assert "--ready-exec 'no-such-probe --ping' cannot run in container" in result.stderr
+    assert "not found" in result.stderr  # podman's (the runtime's) own words
+    assert time.monotonic() - started < 60
+    assert containers.state(container) is None
+    assert warmctl("list", "--json").json() == []
+
+
+def test_warm_ready_exec_says_why_after_its_first_failure_escaped(
+    warmctl: Warmctl, containers: Containers
+) -> None:
+    container = containers.name("coldprobe")
+    probe = "sh -c \"printf 'still cold\\\\033[2J' >&2; exit 1\""
+    result = warmctl(
+        "warm", IMAGES["busybox"], "coldprobe", "--container", container,
+        "--ready-exec", probe, "--interval", "300ms", "--timeout", "3s",
+        "--", "sleep", "1000", check=False,
+    )
+    assert result.returncode == 9, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning: not ready yet" in line]
+    assert len(warnings) == 1, result.stderr  # after the first failure only
+    assert "still cold\\x1b[2J" in warnings[0] and "retrying every 0.3s" in warnings[0]
+    assert "\x1b" not in result.stderr

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import pytest
-from testhost import SCRIPT, Service, inside, wait_for
+from testhost import ENV, NAME, SCRIPT, Service, inside, wait_for
 
 COUNT = 3000  # 4 KiB values: 12 MB in memcached
 
@@ -142,3 +145,123 @@ def test_the_service_comes_back_warm_after_the_test_host_restarts(service: Servi
     assert 0 <= taken < journal.find(f"resumed {service.name} warm"), journal
     assert_tracks_the_container(service)
     assert service.mctool("check", str(COUNT), "21").stdout.startswith(f"{COUNT} of {COUNT}")
+
+
+def snapshot_age(ref: str) -> float:
+    """Seconds since the snapshot was taken, by the test host's clock (the same kernel's)."""
+    created = json.loads(inside("warmctl", "show", "--json", ref).stdout)["created"]
+    return (datetime.now(UTC) - datetime.fromisoformat(created)).total_seconds()
+
+
+def test_a_snapshot_within_max_age_starts_warm_and_an_older_one_cold(service: Service) -> None:
+    service.max_age = "1h"
+    service.configure()
+    start_filled(service, seed=31)
+    service.systemctl("stop", service.unit)
+    service.systemctl("start", service.unit)
+    assert service.active() == "active"
+    assert re.search(rf"resumed {service.name} warm from snapshot {service.name}@1 "
+                     r"\(taken \d+s ago; MAX_AGE=1h\)", service.journal()), service.journal()
+    assert service.mctool("check", str(COUNT), "31").stdout.startswith(f"{COUNT} of {COUNT}")
+
+    # The next snapshot outlives a bound of 3 seconds before the unit starts again.
+    service.max_age = "3s"
+    service.configure()
+    service.systemctl("stop", service.unit)
+    wait_for("the snapshot to be older than MAX_AGE",
+             lambda: snapshot_age(f"{service.name}@2") > 4)
+    service.systemctl("start", service.unit)
+    assert service.active() == "active"
+    journal = service.journal()
+    assert (f"starting {service.name} cold: resume exited 11 (the newest snapshot is older than "
+            f"MAX_AGE=3s): warmctl: error: snapshot {service.name}@2 is ") in journal, journal
+    assert_tracks_the_container(service)
+    wait_for("memcached to answer",
+             lambda: service.mctool("ready", "0", check=False).returncode == 0)
+    assert service.mctool("ready", "1", check=False).stdout.strip() == "0 items"  # cold: empty
+    # Refused, not removed: both snapshots stay, and the newest still restores.
+    assert service.generations() == [f"{service.name}@1", f"{service.name}@2"]
+    inside("warmctl", "verify", f"{service.name}@2")
+
+
+# In the test host, stop the CRIU that podman runs for the next checkpoint (runc's `criu swrk`)
+# the moment it appears: a checkpoint that hangs (a slow disk, say) for as long as the test likes.
+PAUSE_CRIU = ("echo watching; while ! pids=$(pgrep -f '[c]riu.* swrk'); do :; done; "
+              "kill -STOP $pids; echo $pids")
+
+
+@contextmanager
+def criu_paused_during(begin: Callable[[], object]) -> Iterator[list[str]]:
+    """Calls ``begin`` (which starts a checkpoint) once the watcher in the test host runs;
+    yields the PIDs of the CRIU it stopped, and lets them go on when the block ends."""
+    pauser = subprocess.Popen(["podman", "exec", NAME, "timeout", "120", "sh", "-c", PAUSE_CRIU],
+                              stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert pauser.stdout is not None
+        assert pauser.stdout.readline().strip() == "watching"
+        begin()
+        paused = pauser.communicate(timeout=150)[0].split()
+    finally:
+        pauser.kill()
+    assert pauser.returncode == 0 and paused, "CRIU never started a checkpoint"
+    try:
+        yield paused
+    finally:
+        inside("kill", "-CONT", *paused, check=False)
+
+
+def test_a_stop_timeout_during_the_checkpoint_lets_it_finish_and_the_next_start_is_warm(
+        service: Service) -> None:
+    start_filled(service, seed=41)
+    dropin = f"/etc/systemd/system/{service.unit}.d"
+    inside("sh", "-c", f"mkdir -p {dropin} && printf '[Service]\\nTimeoutStopSec=20s\\n' "
+                       f">{dropin}/timeout.conf && systemctl daemon-reload")
+    with criu_paused_during(lambda: service.systemctl("stop", "--no-block", service.unit)):
+        # TimeoutStopSec passes while CRIU is stopped mid-checkpoint.
+        wait_for("the stop timeout", lambda: "systemd timeout for" in service.journal(),
+                 timeout=60)
+        assert service.generations() == []
+    wait_for("the unit to stop", lambda: service.active() in ("inactive", "failed"), timeout=60)
+    journal = service.journal()
+    # The timeout's signal reached warmctl as SIGTERM: it let podman finish and recorded it.
+    assert f"snapshot of {service.name} finished after the stop timeout (exit 143)" in journal
+    assert f"recorded as {service.name}@1" in journal, journal
+    assert service.generations() == [f"{service.name}@1"]
+
+    service.systemctl("start", service.unit)
+    assert service.active() == "active"
+    assert f"resumed {service.name} warm from snapshot {service.name}@1" in service.journal()
+    assert_tracks_the_container(service)
+    # Every value back: conmon passed no signal into the container while it was checkpointed.
+    assert service.mctool("check", str(COUNT), "41").stdout.startswith(f"{COUNT} of {COUNT}")
+    inside("systemctl", "is-active", service.unit)
+
+
+def test_a_stop_that_outlasts_its_timeout_twice_is_killed_and_the_next_start_says_how(
+        service: Service) -> None:
+    service.max_age = "1h"
+    service.configure()
+    start_filled(service, seed=51)
+    service.systemctl("stop", service.unit)  # @1, a clean stop's snapshot
+    service.systemctl("start", service.unit)
+    dropin = f"/etc/systemd/system/{service.unit}.d"
+    inside("sh", "-c", f"mkdir -p {dropin} && printf '[Service]\\nTimeoutStopSec=5s\\n' "
+                       f">{dropin}/timeout.conf && systemctl daemon-reload")
+    with criu_paused_during(lambda: service.systemctl("stop", "--no-block", service.unit)):
+        # CRIU stays stopped through the stop timeout and the grace after it: the final SIGKILL.
+        wait_for("the unit to stop", lambda: service.active() in ("inactive", "failed"),
+                 timeout=60)
+    journal = service.journal()
+    assert "systemd timeout for" in journal, journal
+    assert service.generations() == [f"{service.name}@1"]  # nothing half-recorded
+
+    # The next start is not refused by what the kill left behind: it says what it removed and
+    # resumes the snapshot recorded before (within MAX_AGE), every value of it back.
+    service.systemctl("start", service.unit)
+    assert service.active() == "active"
+    after_the_kill = service.journal().split("systemd timeout for", 1)[1]
+    assert (f"container {service.name} was left running without its conmon" in after_the_kill
+            and f"resumed {service.name} warm from snapshot {service.name}@1" in after_the_kill), \
+        after_the_kill
+    assert_tracks_the_container(service)
+    assert service.mctool("check", str(COUNT), "51").stdout.startswith(f"{COUNT} of {COUNT}")

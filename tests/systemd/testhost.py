@@ -50,6 +50,7 @@ class Service:
     name: str
     port: int
     keep_last: int = 24
+    max_age: str | None = None  # MAX_AGE= in NAME.conf; None: the unit's default
 
     @property
     def unit(self) -> str:
@@ -60,7 +61,8 @@ class Service:
                 f'PODMAN_ARGS="--publish 127.0.0.1:{self.port}:11211"\n'
                 f'COMMAND="-m 256 -p 11211"\n'
                 "SNAPSHOT_ARGS=--tcp-established\n"
-                f"KEEP_LAST={self.keep_last}\n")
+                f"KEEP_LAST={self.keep_last}\n"
+                + ("" if self.max_age is None else f"MAX_AGE={self.max_age}\n"))
         inside("sh", "-c", f"mkdir -p /etc/warmctl/services && cat >/etc/warmctl/services/"
                            f"{self.name}.conf <<'EOF'\n{conf}EOF\n")
 
@@ -92,5 +94,6 @@ class Service:
         inside("podman", "rm", "--force", "--time", "0", self.name, check=False)
         inside("sh", "-c", f"warmctl rm --all-generations {self.name} >/dev/null 2>&1; "
                            f"rm -rf /etc/warmctl/services/{self.name}.conf "
-                           f"/etc/systemd/system/warmctl-snapshot@{self.name}.timer.d; "
+                           f"/etc/systemd/system/warmctl-snapshot@{self.name}.timer.d "
+                           f"/etc/systemd/system/{self.unit}.d; "
                            "systemctl daemon-reload", check=False)

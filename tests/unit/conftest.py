@@ -7,8 +7,9 @@ import pytest
 from fake_registry import FakeRegistry
 from fakes import FakePodman
 
-from warmctl import claim, container_lock, criu_config, host
+from warmctl import claim, container_lock, criu_config
 from warmctl.catalogue import Catalogue
+from warmctl.host import facts as host
 
 
 @pytest.fixture

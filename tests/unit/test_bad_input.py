@@ -89,6 +89,24 @@ def test_a_closed_stdout_is_said_once_and_the_status_is_what_was_done(
         "warmctl: warning: standard output is closed: results are not printed"
 
 
+@pytest.mark.parametrize("argv", [["list"], ["list", "--json"], ["rm", "x"],
+                                  ["rm", "x", "--json"]])
+def test_a_result_that_cannot_be_written_is_said_once_and_the_status_is_what_was_done(
+        home: Path, argv: list[str]) -> None:
+    # /dev/full: every write fails with ENOSPC, as on a full disk after the work was done.
+    _publish(home, "x")
+    _publish(home, "keep")
+    with open("/dev/full", "w") as full:
+        result = warmctl(home, *argv, stdout=full, stderr=subprocess.PIPE)
+    assert result.returncode == ExitCode.OK, result.stderr
+    lost = [line for line in result.stderr.splitlines() if "could not be printed" in line]
+    assert lost == ["warmctl: warning: the result could not be printed on standard output "
+                    "(No space left on device); what was done stands"]
+    assert "error" not in result.stderr
+    remaining = [e["ref"] for e in json.loads(warmctl(home, "list", "--json").stdout)]
+    assert remaining == (["keep@1"] if argv[0] == "rm" else ["keep@1", "x@1"])
+
+
 # --- what is handed on to podman -----------------------------------------------------------------
 
 from publish_specs import PUBLISH_ACCEPTED, PUBLISH_REFUSED  # noqa: E402

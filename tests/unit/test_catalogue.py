@@ -178,3 +178,34 @@ def test_list_json_is_to_dict_key_for_key(cat: Catalogue) -> None:
     assert list(json.loads(cat.list_json())[0]) == list(expected[0])  # same key order
     assert json.loads(cat.list_json("a")) == [e for e in expected if e["name"] == "a"]
     assert json.loads(Catalogue(cat.home).open().list_json("zzz")) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_an_existing_home_and_sqlites_files_become_private(tmp_path: Path, umask: int) -> None:
+    """A home made 0755 before warmctl came (an empty directory), then a catalogue.db left
+    0644 (copied back from a backup, say): opened, everything is 0700 and 0600, SQLite's -wal
+    and -shm (made with the database's mode) included, whatever the umask."""
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o755)
+    old = os.umask(umask)
+    try:
+        cat = Catalogue(home).open()
+        publish(cat)
+        for directory in (home, cat.archives_dir, cat.tmp_dir, cat.logs_dir):
+            assert directory.stat().st_mode & 0o777 == 0o700, directory
+        cat.close()
+        for directory in (home, cat.archives_dir, cat.tmp_dir, cat.logs_dir):
+            directory.chmod(0o755)
+        (home / "rescued").mkdir(mode=0o755)
+        cat.db_path.chmod(0o644)
+        cat = Catalogue(home).open()
+        publish(cat)  # a write: the -wal and -shm are there while the catalogue is open
+        files = {name: (home / name).stat().st_mode & 0o777
+                 for name in ("catalogue.db", "catalogue.db-wal", "catalogue.db-shm")}
+        assert files == dict.fromkeys(files, 0o600)
+        for directory in (home, cat.archives_dir, cat.tmp_dir, cat.logs_dir, home / "rescued"):
+            assert directory.stat().st_mode & 0o777 == 0o700, directory
+        cat.close()
+    finally:
+        os.umask(old)

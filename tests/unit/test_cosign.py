@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from openssl_ca import openssl
 
-from warmctl import cosign
 from warmctl.errors import UsageError, WarmctlError
+from warmctl.oci import cosign
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from warmctl import criu_config, host
+from warmctl import criu_config
 from warmctl.criu_config import (
     ANNOTATION,
     checkpoint_options,
@@ -24,6 +24,7 @@ from warmctl.criu_config import (
     spec_for_restore,
 )
 from warmctl.feed import ArchiveFeed
+from warmctl.host import facts as host
 from warmctl.ownership import owner_is_gone
 
 RUNC = json.dumps({"runtime": "runc"}).encode()

@@ -18,11 +18,14 @@ from typing import Any
 import pytest
 from fakes import FakePodman
 
-from warmctl import criu_config, doctor, host, snapshots
+from warmctl import criu_config, snapshots
 from warmctl.catalogue import Catalogue, SnapshotRecord
 from warmctl.cli.main import main
-from warmctl.diagnose import criu_errors, diagnose, ulimits_fix
-from warmctl.doctor import (
+from warmctl.errors import CheckpointError, ExitCode, HostError, PodmanError
+from warmctl.host import doctor
+from warmctl.host import facts as host
+from warmctl.host.diagnose import criu_errors, diagnose, ulimits_fix
+from warmctl.host.doctor import (
     FAIL,
     OK,
     WARN,
@@ -32,7 +35,6 @@ from warmctl.doctor import (
     HostFacts,
     UlimitFacts,
 )
-from warmctl.errors import CheckpointError, ExitCode, HostError, PodmanError
 from warmctl.output import Output, Progress
 from warmctl.podman import (
     CommandResult,
@@ -709,7 +711,7 @@ def test_probe_container_that_does_not_stay_up(catalogue: Catalogue) -> None:
 def test_probe_container_that_does_not_answer_after_restore(
     catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("warmctl.doctor.time.sleep", lambda _seconds: None)
+    monkeypatch.setattr("warmctl.host.doctor.time.sleep", lambda _seconds: None)
     podman = probe_host(exec_stdout="")
     check = doctor.probe(podman, lambda: catalogue)
     assert check.status == FAIL and "does not answer" in check.detail

@@ -15,8 +15,8 @@ from fakes import FakePodman, plain_archive_bytes
 
 from warmctl import archive, container_lock, snapshots
 from warmctl.catalogue import Catalogue
-from warmctl.diagnose import criu_errors, device_name, diagnose, shorten_runtime_command
 from warmctl.errors import CheckpointError, IntegrityError
+from warmctl.host.diagnose import criu_errors, device_name, diagnose, shorten_runtime_command
 from warmctl.output import Progress
 from warmctl.podman import CommandResult, PodmanCLI
 from warmctl.refs import Ref

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fakes import FakePodman
 
-from warmctl import hostcache
+from warmctl.host import podman_info as hostcache
 from warmctl.podman import HostVersions, PodmanCLI
 
 

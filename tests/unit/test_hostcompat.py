@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from fakes import REAL_ARCHIVE, FakePodman
 
-from warmctl import doctor, host, hostcompat
 from warmctl.archive import sha256_file
 from warmctl.catalogue import Catalogue, Snapshot, SnapshotRecord
 from warmctl.errors import ExitCode, HostError
-from warmctl.hostcompat import HostProfile, compare, needs_comparison, parse_cpu_flags
+from warmctl.host import compare as hostcompat
+from warmctl.host import doctor
+from warmctl.host import facts as host
+from warmctl.host.compare import HostProfile, compare, needs_comparison, parse_cpu_flags
 from warmctl.output import Progress
 from warmctl.refs import Ref
 from warmctl.snapshots import ResumeOptions, resume_snapshot

@@ -4,8 +4,12 @@ codes, one-line errors and the --json shapes."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
+import fake_registry
 import pytest
 from fake_registry import FakeRegistry
 from fakes import FakePodman
@@ -113,3 +117,52 @@ def test_progress_line_shows_a_bar_when_the_total_is_known() -> None:
     assert "30% of 1000 B" in str(live._render())
     live.phase("tagging")
     assert "%" not in str(live._render())
+
+
+def _signal_during(monkeypatch: pytest.MonkeyPatch, method: str, signum: int) -> None:
+    """The fake registry, as it serves ``method`` (a blob's upload or download), sends this
+    process ``signum``: Python runs the handler in the main thread, which waits on the
+    registry's answer meanwhile, as warmctl would under `kill` or systemd's stop."""
+    original = getattr(fake_registry._Handler, method)
+
+    def signalling(self: Any, *args: Any) -> None:
+        os.kill(os.getpid(), signum)
+        original(self, *args)
+
+    monkeypatch.setattr(fake_registry._Handler, method, signalling)
+
+
+@pytest.mark.parametrize(("signum", "said"), [(signal.SIGTERM, "terminated (SIGTERM)"),
+                                              (signal.SIGHUP, "hung up (SIGHUP)")])
+def test_a_signal_during_push_leaves_no_manifest_and_exits_128_plus_n(
+        home: Path, registry: FakeRegistry, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, signum: int, said: str) -> None:
+    _signal_during(monkeypatch, "_patch", signum)
+    code, out, err = run(capsys, "push", "mc", f"{registry.host}/warm/mc", "--tls-verify=false")
+    # (The fake registry's own thread may complain on stderr of the connection warmctl cut.)
+    assert (code, out) == (128 + signum, "")
+    assert [line for line in err.splitlines() if line.startswith("warmctl")] == \
+        [f"warmctl: error: {said}"]
+    assert registry.manifests == {}
+    assert not list((home / "tmp").iterdir())
+
+
+@pytest.mark.parametrize(("signum", "said"), [(signal.SIGTERM, "terminated (SIGTERM)"),
+                                              (signal.SIGHUP, "hung up (SIGHUP)")])
+def test_a_signal_during_pull_records_nothing_and_leaves_no_temporary_file(
+        home: Path, tmp_path: Path, registry: FakeRegistry, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, signum: int, said: str) -> None:
+    dest = f"{registry.host}/warm/mc"
+    assert run(capsys, "push", "mc", dest, "--tls-verify=false")[0] == ExitCode.OK
+    _signal_during(monkeypatch, "_blob", signum)
+    other = tmp_path / "other"
+    code, out, err = run(capsys, "--home", str(other), "pull", f"{dest}:mc-1", "copy",
+                         "--tls-verify=false")
+    # (The fake registry's own thread may complain on stderr of the connection warmctl cut.)
+    assert (code, out) == (128 + signum, "")
+    assert [line for line in err.splitlines() if line.startswith("warmctl")] == \
+        [f"warmctl: error: {said}"]
+    monkeypatch.undo()
+    code, out, _ = run(capsys, "--home", str(other), "list", "--json")
+    assert json.loads(out) == []
+    assert not list((other / "tmp").iterdir())

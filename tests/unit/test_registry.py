@@ -15,7 +15,7 @@ import pytest
 from fake_registry import FakeRegistry
 
 from warmctl.errors import ExitCode, IntegrityError, NotFoundError, UsageError, WarmctlError
-from warmctl.registry import (
+from warmctl.oci.registry import (
     Credentials,
     Reference,
     RegistryAuthError,

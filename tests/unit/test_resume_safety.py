@@ -4,6 +4,8 @@ reason, Ctrl-C twice, the time limit, warm whose snapshot fails."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -310,3 +312,42 @@ def test_warm_left_by_its_time_limit_neither_removes_nor_inspects_the_container(
     assert "w" in fake_podman.containers
     assert not any(call.startswith("rm") for call in fake_podman.calls)
     release.set()
+
+
+@pytest.mark.parametrize("compress", ["none", "zstd"])
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_after_a_stopping_checkpoint_waits_for_the_recording_and_twice_rescues(
+    catalogue: Catalogue, fake_podman: FakePodman, monkeypatch: pytest.MonkeyPatch,
+    compress: str, presses: int,
+) -> None:
+    """podman has stopped the container; warmctl checks its export before recording it
+    (after hashing it, or compressing it): the first Ctrl-C (or SIGTERM, SIGHUP) lets the
+    snapshot be recorded, a second keeps the export in rescued/ at once."""
+    from warmctl import archive
+
+    fake_podman.add("mc")
+    step = (archive, "verify_checkpoint_quickly")
+    original = getattr(*step)
+
+    def interrupted_meanwhile(*args: object, **kwargs: object) -> object:
+        for _ in range(presses):
+            os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(*step, interrupted_meanwhile)
+    phases = Phases()
+    with pytest.raises(Interrupted) as info:
+        take_snapshot(catalogue, fake_podman, "mc", "mc", SnapshotOptions(compress=compress),
+                      phases)
+    if presses == 1:
+        assert info.value.message.startswith("interrupted after podman had stopped mc: its "
+                                             "state is recorded as mc@1")
+        assert [s.ref for s in catalogue.list_snapshots()] == ["mc@1"]
+        assert "interrupted: recording the snapshot first (Ctrl-C again leaves at once)" \
+            in phases.seen
+    else:
+        [rescued] = (catalogue.home / "rescued").iterdir()
+        assert info.value.message.startswith("interrupted; the checkpoint had already stopped "
+                                             f"the container: its memory is kept in {rescued}")
+        assert catalogue.list_snapshots() == []
+    assert list(catalogue.tmp_dir.iterdir()) == []

@@ -7,7 +7,7 @@ import os
 import nacl.secret
 import pytest
 
-from warmctl.cosign import SecretboxError, open_secretbox
+from warmctl.oci.cosign import SecretboxError, open_secretbox
 
 
 @pytest.mark.parametrize("length", [0, 1, 31, 32, 63, 64, 65, 127, 128, 500, 1000])

@@ -12,14 +12,14 @@ import pytest
 from fake_registry import FakeRegistry
 from fakes import FakePodman
 
-from warmctl import artifact
 from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.errors import ExitCode, IntegrityError, NotFoundError, UsageError
+from warmctl.oci import artifact
+from warmctl.oci.registry import OCI_MANIFEST, RegistryUnreachable
+from warmctl.oci.sharing import RegistryOptions, push_snapshot
+from warmctl.oci.sharing import pull_snapshot as pull
 from warmctl.output import Progress
 from warmctl.refs import Ref
-from warmctl.registry import OCI_MANIFEST, RegistryUnreachable
-from warmctl.sharing import RegistryOptions, push_snapshot
-from warmctl.sharing import pull_snapshot as pull
 from warmctl.snapshots import SnapshotOptions, take_snapshot
 
 pytestmark = pytest.mark.usefixtures("usable_criu")
@@ -229,3 +229,66 @@ def test_a_pulled_config_is_held_to_what_warmctl_records(
         artifact.record_from_config(json.dumps(config).encode(), pulled, name=None,
                                     source="reg/x", manifest_digest="sha256:" + "0" * 64)
     assert err.value.exit_code == ExitCode.INTEGRITY
+
+
+def serve_config(registry: FakeRegistry, snapshot: Snapshot, config: dict[str, Any],
+                 tag: str) -> str:
+    """Put ``snapshot`` in the fake registry with ``config`` as its metadata; its source."""
+    body = artifact.canonical_json(config)
+    registry.blobs["sha256:" + hashlib.sha256(body).hexdigest()] = body
+    registry.blobs[f"sha256:{snapshot.sha256}"] = snapshot.archive.read_bytes()
+    registry.put_manifest("warm/odd", tag, artifact.manifest_for(snapshot, body), OCI_MANIFEST)
+    return f"{registry.host}/warm/odd:{tag}"
+
+
+WARM = {"image": "localhost/img", "command": ["sleep", "1"], "warmup": None,
+        "warmup_exec": "sh -c 'x'", "ready": "tcp: 80", "warm_seconds": 1.5,
+        "probe_attempts": 2}
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    (("extra",), ["plain_bytes"]),
+    (("extra",), "x"),
+    (("extra", "plain_bytes"), "12"),
+    (("extra", "plain_bytes"), -1),
+    (("extra", "plain_bytes"), True),
+    (("extra", "cpu"), ["x86_64"]),
+    (("extra", "cpu"), {"arch": "x86_64", "flags": ["sse"]}),
+    (("extra", "warm"), "warm"),
+    (("extra", "warm"), ["image"]),
+    (("extra", "warm"), 5),
+    (("extra", "warm", "command"), "sleep 1"),
+    (("extra", "warm", "command"), [1, 2]),
+    (("extra", "warm", "image"), {"name": "x"}),
+    (("extra", "warm", "warm_seconds"), "1.5"),
+    (("extra", "warm", "probe_attempts"), 2.5),
+    (("extra", "warm", "probe_attempts"), False),
+    (("extra", "warm", "unknown"), {"nested": 1}),
+    (("criu_stats",), {"frozen_time": "1000"}),
+    (("host",), ["kernel"]),
+    (("ports",), "127.0.0.1:1:1"),
+    (("labels",), ["a=b"]),
+    (("created",), 1234),
+    (("ref",), None),
+])
+def test_a_pulled_config_with_a_malformed_field_is_refused_exit_5(
+    other: Catalogue, registry: FakeRegistry, snapshot: Snapshot,
+    path: tuple[str, ...], value: Any
+) -> None:
+    """Wrong types where warmctl records others (strings for numbers, lists for objects):
+    exit 5 at pull, nothing recorded, never an internal error in a later show or resume."""
+    config = json.loads(artifact.config_for(snapshot))
+    config["extra"]["warm"] = dict(WARM)
+    # The config as pushed, with the warm-up facts a `warm` records, pulls well.
+    good = pull(other, serve_config(registry, snapshot, config, "good"), "good", OPTIONS,
+                Progress())
+    assert good.extra["warm"] == WARM
+    where = config
+    for key in path[:-1]:
+        where = where[key]
+    where[path[-1]] = value
+    with pytest.raises(IntegrityError, match=r"malformed|lacks") as err:
+        pull(other, serve_config(registry, snapshot, config, "bad"), "bad", OPTIONS,
+             Progress())
+    assert err.value.exit_code == ExitCode.INTEGRITY
+    assert [s.ref for s in other.list_snapshots()] == ["good@1"]

@@ -4,25 +4,29 @@ what is left behind on failure."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes import FakePodman, plain_archive_bytes, tar_member_names
 
-from warmctl import host
 from warmctl.archive import detect_compression
 from warmctl.catalogue import Catalogue
 from warmctl.errors import (
     CheckpointError,
     ConflictError,
+    DiskIOError,
     ExitCode,
     HostError,
     IntegrityError,
     NotFoundError,
     WarmctlError,
 )
+from warmctl.host import facts as host
 from warmctl.output import Progress
 from warmctl.podman import CheckpointResult, HostVersions
 from warmctl.refs import Ref
@@ -179,6 +183,21 @@ def test_crun_without_libcriu_is_refused_before_the_container_is_touched(
     assert snap(catalogue, fake_podman) == "mc@1"
 
 
+def test_a_source_holding_an_unrecorded_checkpoint_is_refused_naming_how_to_bring_it_back(
+    catalogue: Catalogue, fake_podman: FakePodman
+) -> None:
+    # Such a checkpoint is what a stopping snapshot whose export failed leaves: the memory may
+    # be in podman's storage only, and `podman start` or --replace would lose it.
+    fake_podman.add("looper")
+    snap(catalogue, fake_podman, container="looper", name="looper")  # stops it
+    with pytest.raises(ConflictError) as info:
+        resume_snapshot(catalogue, fake_podman, Ref("looper"), ResumeOptions(), Progress())
+    assert "its memory may be in podman's storage only" in info.value.message
+    assert info.value.hint is not None
+    assert info.value.hint.startswith("bring it back warm with: podman container restore "
+                                      "looper, then record it with: warmctl snapshot looper")
+
+
 def test_a_stopped_source_whose_checkpoint_storage_does_not_show_is_replaced_only_when_asked(
     catalogue: Catalogue, fake_podman: FakePodman
 ) -> None:
@@ -321,6 +340,24 @@ def test_a_stopping_checkpoint_that_cannot_be_recorded_is_kept(
     assert list(catalogue.tmp_dir.iterdir()) == []
 
 
+def sqlite_disk_full(*args: object, **kwargs: object) -> None:
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+@pytest.mark.parametrize("failure", [disk_full, sqlite_disk_full], ids=["ENOSPC", "sqlite"])
+def test_a_full_disk_while_recording_is_exit_10_and_the_checkpoint_is_kept(
+    catalogue: Catalogue, fake_podman: FakePodman, monkeypatch: pytest.MonkeyPatch,
+    failure: Callable[..., None],
+) -> None:
+    fake_podman.add("mc")
+    monkeypatch.setattr(catalogue, "publish", failure)
+    with pytest.raises(DiskIOError) as info:
+        snap(catalogue, fake_podman)
+    assert info.value.exit_code == ExitCode.IO_ERROR
+    (rescued,) = (catalogue.home / "rescued").iterdir()
+    assert f"its memory is kept in {rescued}" in info.value.message
+
+
 def test_a_failed_compression_keeps_podmans_plain_export(
     catalogue: Catalogue, fake_podman: FakePodman, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -448,3 +485,88 @@ def test_a_failed_restore_in_place_keeps_the_container_and_its_checkpoint(
         resume_snapshot(catalogue, stored_podman, Ref("mc"), ResumeOptions(), Progress())
     assert stored_podman.containers["mc"].id == source.id
     assert (stored_podman.storage / source.id / "checkpoint").is_dir()  # type: ignore[operator]
+
+
+def test_a_label_key_given_twice_is_a_usage_error_naming_it() -> None:
+    with pytest.raises(WarmctlError) as info:
+        parse_labels(["tier=cache", "owner=me", "tier=db"])
+    assert info.value.exit_code == ExitCode.USAGE
+    assert "'tier'" in info.value.message and "twice" in info.value.message
+
+
+def test_snapshot_and_warm_refuse_a_label_key_given_twice_before_podman(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warmctl.cli import main as cli_main
+
+    monkeypatch.setenv("WARMCTL_PODMAN", str(tmp_path / "no-podman-here"))
+    for verb in (["snapshot", "c", "n"], ["warm", "localhost/img", "n", "--ready-tcp", "80"]):
+        code = cli_main.main(["--home", str(tmp_path / "home"), *verb,
+                              "--label", "tier=cache", "--label", "tier=db"])
+        err = capsys.readouterr().err
+        assert code == ExitCode.USAGE, err
+        assert "label 'tier' is given twice" in err
+
+
+def _export_fails_after_the_dump(podman: FakePodman, monkeypatch: pytest.MonkeyPatch, *,
+                                 dumped_before: float | None = None) -> None:
+    """podman's checkpoint as on a full disk: CRIU dumps into the container's storage and
+    stops it, then writing the export fails. ``dumped_before``: the checkpoint in storage is
+    that many seconds old (an earlier one's, not this one's)."""
+    dump = podman.checkpoint
+
+    def failing(container: str, export_to: Path, **kwargs: Any) -> CheckpointResult:
+        dump(container, export_to, **kwargs)
+        info = podman.inspect_container(container)
+        assert info is not None and podman.storage is not None
+        podman.containers[info.name] = dataclasses.replace(info, checkpointed=False)
+        if dumped_before is not None:
+            inventory = podman.storage / info.id / "checkpoint" / "inventory.img"
+            old = inventory.stat().st_mtime - dumped_before
+            os.utime(inventory, (old, old))
+        message = f"checkpoint of {info.id} failed: write {export_to}: no space left on device"
+        raise CheckpointError(message, stderr=message)
+
+    monkeypatch.setattr(podman, "checkpoint", failing)
+
+
+def test_a_stopping_checkpoint_whose_export_fails_restores_the_container_from_storage(
+        catalogue: Catalogue, stored_podman: FakePodman,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    stored_podman.add("mc")
+    _export_fails_after_the_dump(stored_podman, monkeypatch)
+    with pytest.raises(DiskIOError) as info:
+        snap(catalogue, stored_podman)
+    assert info.value.exit_code == ExitCode.IO_ERROR
+    assert ("podman had already stopped mc: warmctl restored it from the checkpoint podman "
+            "keeps in its storage, and it runs on as before; nothing was recorded"
+            in info.value.message)
+    assert stored_podman.containers["mc"].running
+    assert catalogue.list_snapshots() == []
+
+
+def test_when_that_restore_fails_too_the_error_gives_the_command_that_brings_it_back(
+        catalogue: Catalogue, stored_podman: FakePodman,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    stored_podman.add("mc")
+    stored_podman.fail_restore = "criu failed: restore"
+    _export_fails_after_the_dump(stored_podman, monkeypatch)
+    with pytest.raises(DiskIOError) as info:
+        snap(catalogue, stored_podman)
+    assert "its memory is still in the checkpoint podman keeps in its storage" in \
+        info.value.message
+    assert info.value.hint == ("bring it back warm with: podman container restore mc "
+                               "(podman start mc would start it cold, losing that memory)")
+    assert not stored_podman.containers["mc"].running
+
+
+def test_an_older_checkpoint_in_storage_is_never_restored_in_its_place(
+        catalogue: Catalogue, stored_podman: FakePodman,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stale memory brought back silently would be worse than a stopped container.
+    stored_podman.add("mc")
+    _export_fails_after_the_dump(stored_podman, monkeypatch, dumped_before=600)
+    with pytest.raises(DiskIOError) as info:
+        snap(catalogue, stored_podman)
+    assert "restore" not in " ".join(stored_podman.calls)
+    assert "restored" not in info.value.message

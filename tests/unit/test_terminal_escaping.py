@@ -18,12 +18,14 @@ import pytest
 from fake_registry import FakeRegistry
 from fakes import FakePodman
 
-from warmctl import doctor, host, registry
 from warmctl.app import App
-from warmctl.artifact import canonical_json
 from warmctl.catalogue import Catalogue
 from warmctl.cli import main as cli_main
 from warmctl.errors import CheckpointError, ExitCode
+from warmctl.host import doctor
+from warmctl.host import facts as host
+from warmctl.oci import registry
+from warmctl.oci.artifact import canonical_json
 from warmctl.output import Output, Progress, json_escaped, terminal_text
 from warmctl.snapshots import SnapshotOptions, take_snapshot
 

@@ -1,4 +1,4 @@
-"""TLS and proxies as podman has them (warmctl/transport.py), and credentials kept to their
+"""TLS and proxies as podman has them (warmctl/oci/transport.py), and credentials kept to their
 origin: against the fake registry speaking TLS on a certificate from a CA made with openssl,
 and a CONNECT proxy in a thread."""
 
@@ -19,9 +19,9 @@ import pytest
 from fake_registry import FakeRegistry
 from openssl_ca import CertAuthority, make_cert_authority
 
-from warmctl import transport
 from warmctl.errors import ExitCode, HostError
-from warmctl.registry import Credentials, RegistryClient, parse_reference
+from warmctl.oci import transport
+from warmctl.oci.registry import Credentials, RegistryClient, parse_reference
 
 BLOB = b"the storage's bytes" * 100
 DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()

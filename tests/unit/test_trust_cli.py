@@ -13,10 +13,10 @@ from fake_registry import FakeRegistry
 from fakes import FakePodman
 from openssl_ca import make_key_pair, openssl
 
-from warmctl import cosign
 from warmctl.catalogue import Catalogue
 from warmctl.cli import main as cli_main
 from warmctl.errors import ExitCode
+from warmctl.oci import cosign
 from warmctl.output import Progress
 from warmctl.snapshots import SnapshotOptions, take_snapshot
 

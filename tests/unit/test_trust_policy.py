@@ -12,9 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from warmctl import cosign
-from warmctl.registry import parse_reference
-from warmctl.trust_policy import (
+from warmctl.oci import cosign
+from warmctl.oci.registry import parse_reference
+from warmctl.oci.trust_policy import (
     BadPolicy,
     FoundSignature,
     Identity,

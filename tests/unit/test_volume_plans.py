@@ -24,10 +24,17 @@ from warmctl.errors import (
     HostError,
     IntegrityError,
     NotFoundError,
+    PodmanConflictError,
     UsageError,
 )
 from warmctl.output import Progress
-from warmctl.podman import CheckpointResult, ContainerInfo, Mount, RestoreResult
+from warmctl.podman import (
+    CheckpointResult,
+    ContainerInfo,
+    Mount,
+    RestoreResult,
+    VolumeSettings,
+)
 from warmctl.refs import Ref
 from warmctl.snapshots import ResumeOptions, SnapshotOptions, resume_snapshot, take_snapshot
 
@@ -157,26 +164,52 @@ def test_summary_lists_volumes_with_sizes_and_bind_mounts(tmp_path: Path) -> Non
 
 @dataclass
 class VolumePodman(FakePodman):
-    """FakePodman with volumes: name -> content imported, and their users."""
+    """FakePodman with volumes: name -> content imported, and their users. ``root``: a
+    directory whose subdirectories stand for the volumes' mountpoints (when given)."""
 
     volumes: dict[str, bytes] = field(default_factory=dict)
     users: dict[str, list[str]] = field(default_factory=dict)
+    settings: dict[str, VolumeSettings] = field(default_factory=dict)
+    root: Path | None = None
+    volume_calls: list[str] = field(default_factory=list)
+
+    def _mountpoint(self, name: str) -> Path:
+        if self.root is None:
+            return Path(f"/vols/{name}/_data")
+        mountpoint = self.root / name
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        return mountpoint
 
     def volume_mountpoint(self, name: str) -> Path | None:
-        return Path(f"/vols/{name}/_data") if name in self.volumes else None
+        return self._mountpoint(name) if name in self.volumes else None
 
     def volume_users(self, name: str) -> list[str]:
         return self.users.get(name, [])
 
-    def create_volume(self, name: str) -> Path:
-        assert name not in self.volumes
+    def volume_settings(self, name: str) -> VolumeSettings | None:
+        if name not in self.volumes:
+            return None
+        return self.settings.get(name, VolumeSettings())
+
+    def create_volume(self, name: str, settings: VolumeSettings | None = None) -> Path:
+        self.volume_calls.append(f"create {name}")
+        if name in self.volumes:
+            raise PodmanConflictError(f"volume {name} already exists")
         self.volumes[name] = b""
-        return Path(f"/vols/{name}/_data")
+        if settings is not None:
+            self.settings[name] = settings
+        return self._mountpoint(name)
+
+    def export_volume(self, name: str, dest: Path) -> None:
+        self.volume_calls.append(f"export {name}")
+        dest.write_bytes(self.volumes[name])
 
     def import_volume(self, name: str, tar: IO[bytes]) -> None:
+        self.volume_calls.append(f"import {name}")
         self.volumes[name] = tar.read()
 
     def remove_volume(self, name: str) -> None:
+        self.volume_calls.append(f"rm {name}")
         self.volumes.pop(name, None)
 
 
@@ -239,6 +272,7 @@ def test_in_place_with_an_existing_volume_asks_for_a_choice(tmp_path: Path) -> N
 
     restored = plan(podman, source, "db", "snapshot")
     assert restored.remove_first == ["dbdata"] and not restored.ignore_volumes
+    volumes.save_before_removing(tmp_path, podman, restored, Progress())
     volumes.prepare(podman, restored, source, Progress())
     assert "dbdata" not in podman.volumes  # podman recreates it from the archive
 
@@ -328,6 +362,7 @@ def test_replacing_an_earlier_clone_replaces_its_volume_too(tmp_path: Path) -> N
     earlier = ContainerInfo("clone999full", "clone", "img", "iid", "running", False)
     made = plan(podman, source, "clone", replacing=earlier)
     assert made.remove_first == ["clone-dbdata"]
+    volumes.save_before_removing(tmp_path, podman, made, Progress())
     volumes.prepare(podman, made, source, Progress())
     assert podman.volumes["clone-dbdata"] != b"old"
     podman.users["clone-dbdata"] = ["clone999full", "someone-else"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 from fakes import FakePodman
 
+from warmctl import warm as warm_module
 from warmctl.catalogue import Catalogue
 from warmctl.errors import ExitCode, NotFoundError, NotReadyError, UsageError
 from warmctl.output import Progress
@@ -94,3 +97,34 @@ def test_only_one_readiness_probe_and_a_positive_interval() -> None:
         Readiness(host_command="true", tcp_port=80)
     with pytest.raises(UsageError):
         Readiness(interval=0)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_probe_that_times_out_leaves_no_process_behind(tmp_path: Path) -> None:
+    """A timed-out --ready command goes with its children, not only its /bin/sh."""
+    pids = tmp_path / "pids"
+    command = f"sleep 1000 & echo $! > {pids}; sleep 1000 | cat & echo $! >> {pids}; wait"
+    started = time.monotonic()
+    attempt = warm_module._run_host(command, dict(os.environ), timeout=1.0)
+    assert not attempt.ok and "timed out" in attempt.output
+    assert time.monotonic() - started < 10
+    children = [int(line) for line in pids.read_text().split()]
+    assert len(children) == 2
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in children):
+        assert time.monotonic() < deadline, f"still running: {children}"
+        time.sleep(0.05)
+
+
+def test_a_probe_still_reports_its_exit_status_and_output() -> None:
+    attempt = warm_module._run_host("echo not yet >&2; exit 3", dict(os.environ), timeout=10)
+    assert not attempt.ok and attempt.output == "exit 3: not yet"
+    assert warm_module._run_host("true", dict(os.environ), timeout=10).ok

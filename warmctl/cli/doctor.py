@@ -39,8 +39,8 @@ def command(
 
     One line per check: ok, warn or fail, with a fix. Exits 6 when any check fails.
     """
-    from warmctl import doctor
     from warmctl.errors import HostError
+    from warmctl.host import doctor
 
     app = app_of(ctx)
     out = output_for(json_mode, quiet)

@@ -30,7 +30,17 @@ from warmctl.cli import (
     warm,
 )
 from warmctl.cli.options import flag
-from warmctl.errors import ExitCode, WarmctlError
+from warmctl.errors import (
+    ExitCode,
+    Interrupted,
+    WarmctlError,
+    disk_read_error,
+    interruption,
+    is_disk_failure,
+    named_interruption,
+    note_termination_signal,
+    termination_signal,
+)
 
 if TYPE_CHECKING:
     from typer._click.core import Command
@@ -104,15 +114,21 @@ def main(argv: list[str] | None = None) -> int:
         # A completion script asking for candidates (<TAB>): answer, run nothing.
         return completion_cmd.answer(command, instruction)
     stdout_before = _stdout_identity()
+    note_termination_signal(None)
     previous = _interrupt_on_termination_signals()
+    real_stderr = sys.stderr
+    sys.stderr = _StderrThatNeverFails(real_stderr)
     try:
         status = _run(command, argv, debug, stdout_before)
     finally:
+        sys.stderr = real_stderr
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if status == ExitCode.INTERRUPTED and _termination_signal is not None:
+    received = termination_signal()
+    note_termination_signal(None)
+    if status == ExitCode.INTERRUPTED and received is not None:
         # Handled as Ctrl-C; the status still names the signal, as a shell's would (128+N).
-        return 128 + _termination_signal
+        return 128 + received
     return status
 
 
@@ -136,10 +152,6 @@ class _EscapingFormatter(logging.Formatter):
                          for line in self._inner.format(record).split("\n"))
 
 
-# The last SIGTERM or SIGHUP received (None: none, or only Ctrl-C).
-_termination_signal: int | None = None
-
-
 def _interrupt_on_termination_signals() -> dict[int, Any]:
     """SIGTERM and SIGHUP (kill, timeout(1), systemd's stop, a closed terminal) interrupt
     warmctl exactly as Ctrl-C does, so a checkpoint or restore under way is finished or
@@ -151,9 +163,31 @@ def _interrupt_on_termination_signals() -> dict[int, Any]:
 
 
 def _raise_interrupt(signum: int, _frame: object) -> None:
-    global _termination_signal
-    _termination_signal = signum
+    note_termination_signal(signum)
     raise KeyboardInterrupt
+
+
+class _StderrThatNeverFails:
+    """sys.stderr, whose writes cannot fail: a message or the live progress line written to
+    a terminal that hung up (SIGHUP: the tty answers EIO), to a full disk or to a pipe whose
+    reader left is lost, but must not turn what warmctl did (a snapshot recorded or rescued)
+    into a traceback or another exit status."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except OSError:
+            return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError):
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _run(command: Command, argv: list[str] | None, debug: bool,
@@ -176,17 +210,19 @@ def _run(command: Command, argv: list[str] | None, debug: bool,
         _say(f"warmctl: error: {exc.format_message()}")
         return exc.exit_code
     except typer.Abort:
-        sys.stderr.write("warmctl: error: interrupted\n")
+        sys.stderr.write(f"warmctl: error: {interruption()}\n")
         return ExitCode.INTERRUPTED
     except WarmctlError as err:
         if debug:
             logging.exception("error")
         from warmctl.output import Output
 
+        if isinstance(err, Interrupted):
+            err.message = named_interruption(err.message)
         Output().error(err)
         return err.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("warmctl: error: interrupted\n")
+        sys.stderr.write(f"warmctl: error: {interruption()}\n")
         return ExitCode.INTERRUPTED
     except BrokenPipeError as exc:
         from warmctl.output import discard_stdout, stdout_reader_gone
@@ -202,6 +238,12 @@ def _run(command: Command, argv: list[str] | None, debug: bool,
     except OSError as exc:
         if debug:
             raise
+        if is_disk_failure(exc):  # its own exit code, and no hint to remove anything
+            from warmctl.output import Output
+
+            error = disk_read_error(exc.filename or "a file", exc, doing="read or write")
+            Output().error(error)
+            return error.exit_code
         where = f": {exc.filename}" if exc.filename else ""
         _say(f"warmctl: error: {exc.strerror or exc}{where}")
         return ExitCode.FAILURE
@@ -212,7 +254,7 @@ def _run(command: Command, argv: list[str] | None, debug: bool,
              "(rerun with WARMCTL_DEBUG=1 for a traceback)")
         return ExitCode.FAILURE
     if result == ExitCode.INTERRUPTED:
-        sys.stderr.write("warmctl: error: interrupted\n")
+        sys.stderr.write(f"warmctl: error: {interruption()}\n")
     return result if isinstance(result, int) else ExitCode.OK
 
 

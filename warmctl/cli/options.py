@@ -11,8 +11,8 @@ from warmctl.cli import completion
 
 if TYPE_CHECKING:
     from warmctl.app import App
+    from warmctl.oci.sharing import RegistryOptions
     from warmctl.output import Output
-    from warmctl.sharing import RegistryOptions
 
 def flag(*names: str, help: str, **settings: Any) -> Any:
     """A boolean option. The empty metavar keeps typer from showing `<bool>` after it in
@@ -66,10 +66,13 @@ def file_locks_option(panel: str | None = None, *, verb: str = "Checkpoint") -> 
 
 
 def time_limit_option(panel: str | None = None, *, what: str = "checkpoint") -> Any:
+    # A checkpoint may first wait for another snapshot of the container (container_lock.py).
+    also = (", counting any wait for another snapshot of the container"
+            if what == "checkpoint" else "")
     return typer.Option(
         "--time-limit", metavar="DURATION", rich_help_panel=panel, show_default=False,
-        help=f"Stop waiting for podman's {what} after DURATION (exit 124); podman goes on "
-             "alone and the message says where the container stands. Default: no limit.")
+        help=f"Stop waiting for podman's {what} after DURATION{also} (exit 124); podman goes "
+             "on alone and the message says where the container stands. Default: no limit.")
 
 
 def parse_time_limit(value: str | None) -> float | None:
@@ -81,6 +84,19 @@ def parse_time_limit(value: str | None) -> float | None:
     seconds = parse_duration(value)
     if seconds <= 0:
         raise UsageError(f"--time-limit {value}: must be more than zero")
+    return seconds
+
+
+def parse_max_age(value: str | None) -> float | None:
+    """resume --max-age: seconds, more than zero (zero would refuse every snapshot)."""
+    from warmctl.errors import UsageError
+    from warmctl.units import parse_duration
+
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise UsageError(f"--max-age {value}: must be more than zero")
     return seconds
 
 
@@ -139,7 +155,7 @@ def parse_tls_verify(value: str) -> bool:
 def registry_options(tls_verify: str, authfile: str | None,
                      cert_dir: str | None = None) -> RegistryOptions:
     """What push and pull share: --tls-verify, --authfile and --cert-dir, checked."""
-    from warmctl.sharing import RegistryOptions
+    from warmctl.oci.sharing import RegistryOptions
 
     return RegistryOptions(tls_verify=parse_tls_verify(tls_verify),
                            authfile=Path(authfile) if authfile else None,

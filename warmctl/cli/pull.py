@@ -53,7 +53,7 @@ def command(
     import dataclasses
     from pathlib import Path
 
-    from warmctl.sharing import pull_snapshot
+    from warmctl.oci.sharing import pull_snapshot
 
     options = dataclasses.replace(
         registry_options(tls_verify, authfile, cert_dir),

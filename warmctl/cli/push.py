@@ -54,9 +54,9 @@ def command(
     from pathlib import Path
 
     from warmctl.errors import UsageError
+    from warmctl.oci.registry import parse_reference
+    from warmctl.oci.sharing import SigningOptions, push_snapshot
     from warmctl.refs import parse_ref
-    from warmctl.registry import parse_reference
-    from warmctl.sharing import SigningOptions, push_snapshot
 
     parsed = parse_ref(ref)
     parse_reference(destination)  # a malformed destination is exit 2 before anything is read

@@ -15,6 +15,7 @@ from warmctl.cli.options import (
     file_locks_option,
     flag,
     output_for,
+    parse_max_age,
     parse_time_limit,
     resume_tcp_option,
     time_limit_option,
@@ -57,6 +58,13 @@ def command(
                   "differs: CPU flags, kernel, CRIU, podman, runtime, image."),
     ] = False,
     time_limit: Annotated[str | None, time_limit_option(what="restore")] = None,
+    max_age: Annotated[
+        str | None,
+        typer.Option("--max-age", metavar="DURATION", show_default=False,
+                     help="Refuse (exit 11) a snapshot taken more than DURATION ago (e.g. 10m, "
+                          "2h), before anything is changed: a cache resumed from an old "
+                          "snapshot serves stale values. Default: any age."),
+    ] = None,
     allow_host_access: Annotated[
         bool,
         flag("--allow-host-access",
@@ -89,6 +97,7 @@ def command(
         volumes=volumes,
         time_limit=parse_time_limit(time_limit),
         allow_host_access=allow_host_access,
+        max_age=parse_max_age(max_age),
     )
     catalogue = app.catalogue()
     # NAME means its newest generation now: pin it, so that what is resumed and what is

@@ -168,7 +168,7 @@ def command(
     out = output_for(json_mode, quiet)
     catalogue = app.catalogue()
     with out.progress(f"warm {name}") as progress:
-        snap = warm(catalogue, app.podman, plan, progress)
+        snap = warm(catalogue, app.podman, plan, progress, warn=out.warn)
     from warmctl.volumes import bind_mount_warnings
 
     for warning in bind_mount_warnings(snap.extra):

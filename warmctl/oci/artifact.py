@@ -23,9 +23,9 @@ from typing import Any
 from warmctl.catalogue import Snapshot, SnapshotRecord
 from warmctl.errors import IntegrityError
 from warmctl.labels import label_problem
+from warmctl.oci.registry import OCI_MANIFEST, sha256_digest
 from warmctl.podman_input import is_valid_container_name
 from warmctl.refs import is_valid_name
-from warmctl.registry import OCI_MANIFEST, sha256_digest
 
 ARTIFACT_TYPE = "application/vnd.warmctl.snapshot.v1"
 CONFIG_MEDIA_TYPE = "application/vnd.warmctl.snapshot.config.v1+json"
@@ -172,9 +172,7 @@ def record_from_config(data: bytes, artifact: Artifact, *, name: str | None, sou
             raise not_a_snapshot(source, f"its name {name!r} is not a snapshot name")
     if config.get("compression") != artifact.compression:
         raise not_a_snapshot(source, "its config and layer disagree on the compression")
-    extra = config.get("extra")
-    extra = {k: v for k, v in extra.items() if k in PORTABLE_EXTRA} \
-        if isinstance(extra, dict) else {}
+    extra = _portable_extra(config.get("extra", {}), source)
     extra["pulled"] = {"source": source, "manifest_digest": manifest_digest,
                        "source_ref": _text(config, "ref", source),
                        "created": _text(config, "created", source),
@@ -201,6 +199,49 @@ def record_from_config(data: bytes, artifact: Artifact, *, name: str | None, sou
         criu_stats=_mapping(config, "criu_stats", source, int),
         extra=extra,
     )
+
+
+# What each portable extra holds, as warmctl records it (snapshots.py, warm.py, hostcompat.py):
+# a pulled config is held to it, so that show, doctor and resume never meet another type.
+_WARM_FIELDS: dict[str, tuple[type, ...]] = {
+    "image": (str,), "command": (list,), "warmup": (str, type(None)),
+    "warmup_exec": (str, type(None)), "ready": (str, type(None)),
+    "warm_seconds": (int, float), "probe_attempts": (int,),
+}
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _portable_extra(extra: Any, source: str) -> dict[str, Any]:
+    """The config's ``extra``, its portable keys type-checked (exit 5 for a malformed one,
+    never an internal error later); other keys are local bookkeeping and dropped."""
+    if not isinstance(extra, dict):
+        raise not_a_snapshot(source, "its config has a malformed 'extra'")
+    kept = {k: v for k, v in extra.items() if k in PORTABLE_EXTRA}
+    plain_bytes = kept.get("plain_bytes", 0)
+    if not _is_count(plain_bytes):
+        raise not_a_snapshot(source, "its config has a malformed 'extra.plain_bytes'")
+    cpu = kept.get("cpu", {})
+    if not isinstance(cpu, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in cpu.items()):
+        raise not_a_snapshot(source, "its config has a malformed 'extra.cpu'")
+    warm = kept.get("warm", {})
+    if not isinstance(warm, dict):
+        raise not_a_snapshot(source, "its config has a malformed 'extra.warm'")
+    for key, value in warm.items():
+        wanted = _WARM_FIELDS.get(key, _SCALARS)
+        well_typed = isinstance(value, wanted) and not (
+            isinstance(value, bool) and bool not in wanted)
+        if key == "command":
+            well_typed = well_typed and all(isinstance(word, str) for word in value)
+        elif key in ("warm_seconds", "probe_attempts"):
+            well_typed = well_typed and value >= 0
+        if not isinstance(key, str) or not well_typed:
+            raise not_a_snapshot(source, f"its config has a malformed 'extra.warm.{key}'")
+    return kept
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _text(config: dict[str, Any], key: str, source: str) -> str:

@@ -29,8 +29,16 @@ from pathlib import Path
 from typing import IO, Any, cast
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from warmctl import transport
-from warmctl.errors import HostError, IntegrityError, NotFoundError, UsageError, WarmctlError
+from warmctl.errors import (
+    HostError,
+    IntegrityError,
+    NotFoundError,
+    UsageError,
+    WarmctlError,
+    disk_read_error,
+    is_disk_failure,
+)
+from warmctl.oci import transport
 
 Advance = Callable[[int], None]
 
@@ -888,6 +896,17 @@ class _Download:
         self.meter.to(0)
 
 
+def _read_archive(fd: int, size: int, offset: int) -> bytes:
+    """pread of the archive being pushed. The disk failing it is no network failure: it is
+    not retried, and the error says what failed."""
+    try:
+        return os.pread(fd, size, offset)
+    except OSError as exc:
+        if is_disk_failure(exc):
+            raise disk_read_error("the archive", exc) from exc
+        raise
+
+
 class _SequentialHash:
     """SHA-256 of a file's bytes in order, fed from chunks that may be read more than once
     (a chunk sent again after a failure is not hashed twice)."""
@@ -908,7 +927,8 @@ class _SequentialHash:
     def catch_up(self, position: int) -> None:
         """Hash what lies between here and ``position`` (a registry held more than we read)."""
         while self.position < position:
-            data = os.pread(self._fd, min(_IO_SIZE, position - self.position), self.position)
+            data = _read_archive(self._fd, min(_IO_SIZE, position - self.position),
+                                 self.position)
             if not data:
                 raise IntegrityError("the archive became shorter while it was uploaded")
             self._hash.update(data)
@@ -935,7 +955,7 @@ class _FileSlice:
         if remaining <= 0:
             return b""
         size = remaining if size < 0 else min(size, remaining)
-        data = os.pread(self._fd, size, self._position)
+        data = _read_archive(self._fd, size, self._position)
         if not data:
             raise IntegrityError("the archive became shorter while it was uploaded")
         self._hasher.update_at(self._position, data)

@@ -2,7 +2,7 @@
 
 ``diagnose`` reads what podman printed and, for checkpoint/restore, CRIU's log. Each cause was
 seen for real (../shared/HOST-NOTES.md) or is named in podman's or CRIU's source and release
-notes. The CRIU/kernel pairs come from ``warmctl.host.CRIU_KERNEL_PAIRS``, as doctor's do.
+notes. The CRIU/kernel pairs come from ``warmctl.host.facts.CRIU_KERNEL_PAIRS``, as doctor's do.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from warmctl.criu_kernel import (
+from warmctl.host.criu_kernel import (
     CRIU_KERNEL_PAIRS,
     LIBCRIU_FIX,
     criu_kernel_advice,

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from warmctl.cosign import BadPayload, PublicKey, parse_payload
 from warmctl.errors import IntegrityError, UsageError
-from warmctl.registry import Reference, parse_reference
+from warmctl.oci.cosign import BadPayload, PublicKey, parse_payload
+from warmctl.oci.registry import Reference, parse_reference
 
 SYSTEM_POLICY = Path("/etc/containers/policy.json")
 

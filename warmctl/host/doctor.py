@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from warmctl import criu_config, host, hostcompat
-from warmctl.catalogue import Catalogue, Snapshot
-from warmctl.diagnose import RUNC_FIX, USE_RUNC, criu_errors, diagnose, ulimits_fix
+from warmctl import criu_config
+from warmctl.catalogue import DB_NAME, Catalogue, Snapshot
 from warmctl.errors import CheckpointError, IntegrityError, WarmctlError
+from warmctl.host import compare as hostcompat
+from warmctl.host import facts as host
+from warmctl.host.diagnose import RUNC_FIX, USE_RUNC, criu_errors, diagnose, ulimits_fix
 from warmctl.podman import HostVersions, Podman, containers_conf_files
 from warmctl.snapshots import keep_criu_log
 from warmctl.units import format_size
@@ -98,6 +100,8 @@ class CatalogueFacts:
     largest_snapshot: int = 0
     error: str = ""  # why it could not be inspected
     refused: str = ""  # why every command would refuse it (not a catalogue: exit 2)
+    unusable: str = ""  # why every command would fail on its database (unreadable: exit 5)
+    read_only: bool = False  # on a read-only file system: only commands that read work
 
 
 @dataclass(frozen=True)
@@ -195,13 +199,17 @@ def gather_catalogue_facts(home: Path, mountinfo: str) -> CatalogueFacts:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     try:
+        if home.is_symlink() and not home.exists():
+            Catalogue(home).check_home()  # raises: the link leads nowhere (exit 2)
         vfs = os.statvfs(existing)
+        read_only = bool(vfs.f_flag & os.ST_RDONLY)
         fs_type = fs_type_of(existing.resolve(), mountinfo)
         if existing != home:
-            return CatalogueFacts(home, fs_type=fs_type, free_bytes=vfs.f_bavail * vfs.f_frsize)
+            return CatalogueFacts(home, fs_type=fs_type, free_bytes=vfs.f_bavail * vfs.f_frsize,
+                                  read_only=read_only)
         st = home.stat()
         try:
-            Catalogue(home).check_home()
+            entries = Catalogue(home).check_home()
         except WarmctlError as refused:
             return CatalogueFacts(home, exists=True, uid=st.st_uid, fs_type=fs_type,
                                   free_bytes=vfs.f_bavail * vfs.f_frsize,
@@ -214,9 +222,25 @@ def gather_catalogue_facts(home: Path, mountinfo: str) -> CatalogueFacts:
             fs_type=fs_type,
             free_bytes=vfs.f_bavail * vfs.f_frsize,
             largest_snapshot=_largest_file(Catalogue(home).archives_dir),
+            unusable=_database_problem(home) if DB_NAME in entries else "",
+            read_only=read_only,
         )
+    except WarmctlError as refused:
+        return CatalogueFacts(home, refused=refused.message)
     except OSError as exc:
         return CatalogueFacts(home, error=f"cannot inspect {exc.filename or home}: {exc.strerror}")
+
+
+def _database_problem(home: Path) -> str:
+    """Why commands would fail on the catalogue's database, read as they read it (opened
+    read-only: doctor changes nothing); "" when it reads well."""
+    try:
+        with Catalogue(home).open(read_only=True) as catalogue:
+            if not catalogue.needs_upgrade:  # else the first command brings it up to date
+                catalogue.list_snapshots()
+    except WarmctlError as err:
+        return err.message
+    return ""
 
 
 def _largest_file(directory: Path) -> int:
@@ -531,12 +555,25 @@ def check_catalogue(facts: HostFacts) -> Check:
     if cat.refused:
         return Check("catalogue", FAIL, cat.refused,
                      "point --home or WARMCTL_HOME at warmctl's own directory")
+    if cat.unusable:
+        return Check("catalogue", FAIL, cat.unusable,
+                     "remount it read-write" if cat.read_only else
+                     "restore catalogue.db from a backup, or move the catalogue aside and "
+                     "choose a new one with --home or WARMCTL_HOME")
+    if cat.read_only and not cat.exists:
+        return Check("catalogue", FAIL,
+                     f"{cat.path} does not exist and cannot be made: read-only file system",
+                     "choose a writable place with --home or WARMCTL_HOME")
     where = f"{cat.path} ({cat.fs_type or 'unknown filesystem'}, {format_size(cat.free_bytes)} free"
     if cat.largest_snapshot:
         where += f", largest snapshot {format_size(cat.largest_snapshot)}"
     where += ")" if cat.exists else "; not created yet, it will be on first use)"
     problems: list[str] = []
     fixes: list[str] = []
+    if cat.read_only:
+        problems.append("on a read-only file system: only list, show, verify, resume, push "
+                        "and doctor work, every other command exits 6")
+        fixes.append("remount it read-write")
     if cat.exists and cat.uid != facts.euid:
         problems.append(f"owned by uid {cat.uid}, not by you (uid {facts.euid})")
         fixes.append(f"chown {facts.euid} {cat.path}")
@@ -563,7 +600,7 @@ def run_checks(facts: HostFacts) -> list[Check]:
 
 
 def snapshot_checks(facts: HostFacts, snapshot: Snapshot, image_id: str | None) -> list[Check]:
-    """``--snapshot REF``: the host that recorded it against this one (warmctl.hostcompat).
+    """``--snapshot REF``: the host that recorded it against this one (warmctl.host.compare).
     Differences warn: they do not stop this host from checkpointing."""
     here = hostcompat.this_host(facts.podman, facts.criu.version)
     return [Check(f"host-{c.aspect}", OK if c.same else WARN, f"{snapshot.ref}: {c.detail}",

@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from warmctl import artifact, cosign, trust_policy
 from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.errors import IntegrityError, NotFoundError, UsageError
-from warmctl.output import Progress
-from warmctl.refs import Ref, validate_name
-from warmctl.registry import (
+from warmctl.oci import artifact, cosign, trust_policy
+from warmctl.oci.registry import (
     DEFAULT_CHUNK_SIZE,
     OCI_MANIFEST,
     Reference,
@@ -27,6 +25,8 @@ from warmctl.registry import (
     parse_reference,
     sha256_digest,
 )
+from warmctl.output import Progress
+from warmctl.refs import Ref, validate_name
 from warmctl.units import format_size
 
 if TYPE_CHECKING:

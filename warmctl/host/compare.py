@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warmctl import host, hostcache
 from warmctl.catalogue import Snapshot
 from warmctl.errors import HostError
+from warmctl.host import facts as host
+from warmctl.host import podman_info as hostcache
 from warmctl.podman import HostVersions, Podman
 
 _SHOWN_FLAGS = 8  # missing flags named in one line; the rest are counted

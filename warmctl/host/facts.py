@@ -8,7 +8,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from warmctl.criu_kernel import (
+from warmctl.errors import HostError
+from warmctl.host.criu_kernel import (
     CRIU_KERNEL_PAIRS,
     LIBCRIU,
     LIBCRIU_FIX,
@@ -19,7 +20,6 @@ from warmctl.criu_kernel import (
     missing_criu_fix,
     version_tuple,
 )
-from warmctl.errors import HostError
 from warmctl.podman import CommandResult, podman_environment, run_subprocess
 
 # The CRIU/kernel knowledge lives in criu_kernel.py (diagnose reads it without importing this
