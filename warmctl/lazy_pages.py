@@ -51,6 +51,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from warmctl.host.criu_kernel import version_tuple
+
+if TYPE_CHECKING:
+    from warmctl.podman import HostVersions
 
 ANNOTATION = "org.criu.config"
 SOCKET = "lazy-pages.socket"
@@ -65,6 +71,51 @@ WRAPPER_TIMEOUT = 15.0
 RESTORE_TIMEOUT = 120.0
 FILL_TIMEOUT = 600.0
 _PIDFD_GETFD = 438  # the same number on every architecture (Linux 5.6)
+
+
+# crun reads the spec's org.criu.config from 1.26 on (with libcriu >= 4.2; crun's release notes,
+# issue 16); userfaultfd's sysctl exists when the kernel has userfaultfd (Linux 5.2 on).
+CRUN_READS_CRIU_CONFIG = (1, 26)
+PIDFD_GETFD_KERNEL = (5, 6)
+USERFAULTFD_SYSCTL = Path("/proc/sys/vm/unprivileged_userfaultfd")
+
+
+def lazy_restore_problem(versions: HostVersions, *, userfaultfd: bool | None = None) -> str | None:
+    """Why a lazy restore cannot work with this host's runtime and kernel, in one line, or
+    None when it can. Pure: ``versions`` is podman's (``warmctl.host.podman_info``), and
+    ``userfaultfd`` whether the kernel has it (``kernel_has_userfaultfd``; None: unknown, not
+    held against it). The runtime must hand CRIU the file ``org.criu.config`` names (runc does;
+    crun from 1.26, from its release notes, not measured here), and the kernel must have
+    pidfd_getfd, without which a dying daemon would leave the service reading zero pages.
+
+    crun 1.21 (podman 5.4 test host): lazy pages did reach CRIU through the wrapper's
+    CRIU_CONFIG_FILE (crun sends no ``lazy_pages`` over RPC), but a restore whose daemon
+    failed went on past the wrapper's refusal, and podman restored the container eagerly
+    (docs/lazy-resume.md): the supervisor's guarantees do not hold there, so lazy restore is
+    not offered before 1.26."""
+    runtime = versions.runtime
+    words = versions.runtime_version.split()
+    version = words[-1] if words else ""
+    if runtime == "crun":
+        if not version or version_tuple(version) < CRUN_READS_CRIU_CONFIG:
+            return (f"crun {version or '(version unknown)'} reads no org.criu.config before "
+                    f"{'.'.join(map(str, CRUN_READS_CRIU_CONFIG))} and does not fail a restore "
+                    "whose page daemon failed: resume restores every page first")
+    elif runtime != "runc":
+        return (f"podman's runtime is {runtime or 'unknown'}: lazy restore needs runc or crun "
+                f"{'.'.join(map(str, CRUN_READS_CRIU_CONFIG))} or later")
+    kernel = version_tuple(versions.kernel)
+    if kernel and kernel < PIDFD_GETFD_KERNEL:
+        return (f"Linux {versions.kernel} has no pidfd_getfd (5.6): a page daemon that died "
+                "would leave the service reading zero pages")
+    if userfaultfd is False:
+        return f"Linux {versions.kernel} has no userfaultfd: CRIU cannot restore lazily"
+    return None
+
+
+def kernel_has_userfaultfd(sysctl: Path = USERFAULTFD_SYSCTL) -> bool:
+    """The kernel was built with userfaultfd (its sysctl exists): cheap, no CRIU run."""
+    return sysctl.exists()
 
 
 @dataclass(frozen=True)

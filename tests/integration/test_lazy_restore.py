@@ -4,7 +4,12 @@ values: podman returns before the memory is in, a client reading during the fill
 correct values, every value is back after it, the daemon ends by itself and leaves nothing; a
 daemon killed mid-fill ends the container and says why, and no client ever reads a wrong
 value. The resume code does not use the module yet (docs/lazy-resume.md): these tests drive
-podman as resume would."""
+podman as resume would.
+
+Where ``lazy_pages.lazy_restore_problem`` says this host's runtime cannot restore lazily (crun
+before 1.26: the podman 5.4 test host's crun 1.21), resume will restore eagerly: each test then
+asserts that reason, and that a plain restore of the same container serves every value, instead
+of a lazy restore the supervisor could not vouch for. No test is skipped."""
 
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ from test_core_verbs import start_memcached
 
 from warmctl import lazy_pages
 from warmctl.host import facts as host
-from warmctl.podman import podman_environment
+from warmctl.host import podman_info
+from warmctl.podman import PodmanCLI, podman_environment
 
 pytestmark = pytest.mark.podman
 
@@ -42,8 +48,39 @@ def fill(port: int, mib: int = MIB) -> dict[str, bytes]:
     return items
 
 
+@pytest.fixture(scope="module")
+def lazy_problem() -> str | None:
+    """Why lazy restore cannot work here (what resume will say), as warmctl reads the host:
+    podman's runtime from podman_info, userfaultfd from its sysctl. None: it can."""
+    versions = podman_info.host_versions(PodmanCLI())
+    problem = lazy_pages.lazy_restore_problem(
+        versions, userfaultfd=lazy_pages.kernel_has_userfaultfd())
+    if problem is not None:
+        # crun before 1.26 is the one case CI expects; any other reason fails, to be looked at.
+        assert versions.runtime == "crun", problem
+        assert problem == (f"crun {versions.runtime_version.split()[-1]} reads no "
+                           "org.criu.config before 1.26 and does not fail a restore whose "
+                           "page daemon failed: resume restores every page first"), problem
+    return problem
+
+
+def eager_instead(containers: Containers, name: str, port: int, items: dict[str, bytes],
+                  problem: str) -> None:
+    """What resume does where lazy restore cannot work: a plain restore of the checkpointed
+    container, every value back."""
+    print(f"no lazy restore here: {problem}")
+    podman("container", "restore", name)
+    assert containers.state(name) == "running"
+    with MemcacheClient(port) as client:
+        got = client.get_many(list(items))
+    assert list(iter_missing_or_different(items, got)) == []
+
+
 @pytest.fixture
-def session(tmp_path: Path) -> Iterator[lazy_pages.Session]:
+def session(tmp_path: Path, lazy_problem: str | None) -> Iterator[lazy_pages.Session | None]:
+    if lazy_problem is not None:
+        yield None  # no supervisor: it would wait out its bound for a request
+        return
     real = host.criu_path()
     assert real is not None, "no criu on this host"
     made = lazy_pages.create_session(Path(real), parent=tmp_path / "lazy")
@@ -149,11 +186,15 @@ def userdata_of(container: str) -> Path:
                        container).stdout.strip())
 
 
-def test_lazy_restore_in_place(containers: Containers,
-                               session: lazy_pages.Session) -> None:
+def test_lazy_restore_in_place(containers: Containers, session: lazy_pages.Session | None,
+                               lazy_problem: str | None) -> None:
     name, port = start_memcached(containers)
     items = fill(port)
     podman("container", "checkpoint", name)
+    if lazy_problem is not None:
+        eager_instead(containers, name, port, items, lazy_problem)
+        return
+    assert session is not None
     userdata = userdata_of(name)
     with lazy_pages.annotated_in_place(userdata / "config.json", session.config):
         took, stdout = restore(session, "--keep", name)
@@ -173,13 +214,24 @@ def test_lazy_restore_in_place(containers: Containers,
           f"{session.outcome()}")
 
 
-def test_lazy_restore_from_archive(containers: Containers, session: lazy_pages.Session,
-                                   tmp_path: Path) -> None:
+def test_lazy_restore_from_archive(containers: Containers, session: lazy_pages.Session | None,
+                                   lazy_problem: str | None, tmp_path: Path) -> None:
     name, port = start_memcached(containers)
     items = fill(port)
     exported, edited = tmp_path / "export.tar", tmp_path / "lazy.tar"
     podman("container", "checkpoint", "--export", str(exported), "--compress", "none", name)
     podman("rm", name)
+    clone, clone_port = containers.name("clone"), free_port()
+    if lazy_problem is not None:
+        # The same archive back under a new name and port, eagerly.
+        print(f"no lazy restore here: {lazy_problem}")
+        podman("container", "restore", "--import", str(exported), "--name", clone,
+               "--publish", f"127.0.0.1:{clone_port}:11211")
+        with MemcacheClient(clone_port) as client:
+            got = client.get_many(list(items))
+        assert list(iter_missing_or_different(items, got)) == []
+        return
+    assert session is not None
     # What warmctl's feed would do on the way to podman: spec.dump names the configuration.
     with tarfile.open(exported) as src, tarfile.open(edited, "w") as dst:
         for member in src:
@@ -189,7 +241,6 @@ def test_lazy_restore_from_archive(containers: Containers, session: lazy_pages.S
                 member.size, data = len(spec), io.BytesIO(spec)
             dst.addfile(member, data)
     exported.unlink()
-    clone, clone_port = containers.name("clone"), free_port()
     took, _ = restore(session, "--import", str(edited), "--name", clone,
                       "--publish", f"127.0.0.1:{clone_port}:11211")
     with Reader(clone_port, items) as reader:
@@ -202,10 +253,15 @@ def test_lazy_restore_from_archive(containers: Containers, session: lazy_pages.S
 
 
 def test_daemon_killed_mid_fill_ends_the_container_and_no_client_reads_wrong_memory(
-        containers: Containers, session: lazy_pages.Session) -> None:
+        containers: Containers, session: lazy_pages.Session | None,
+        lazy_problem: str | None) -> None:
     name, port = start_memcached(containers)
     items = fill(port, mib=512)  # a fill long enough to stop the daemon in the middle of it
     podman("container", "checkpoint", name)
+    if lazy_problem is not None:
+        eager_instead(containers, name, port, items, lazy_problem)
+        return
+    assert session is not None
     userdata = userdata_of(name)
     with lazy_pages.annotated_in_place(userdata / "config.json", session.config):
         restore(session, name)
@@ -235,15 +291,20 @@ def test_daemon_killed_mid_fill_ends_the_container_and_no_client_reads_wrong_mem
 
 
 def test_a_daemon_that_cannot_start_fails_the_restore_at_once_and_leaves_it_checkpointed(
-        containers: Containers, tmp_path: Path) -> None:
+        containers: Containers, tmp_path: Path, lazy_problem: str | None) -> None:
+    name, port = start_memcached(containers)
+    items = fill(port, mib=16)
+    podman("container", "checkpoint", name)
+    if lazy_problem is not None:
+        # crun 1.21: the restore went on past the wrapper's refusal, and podman restored
+        # eagerly with status 0 (measured; docs/lazy-resume.md), hence the reason's second half.
+        eager_instead(containers, name, port, items, lazy_problem)
+        return
     real = host.criu_path()
     assert real is not None
     session = lazy_pages.create_session(Path(real), parent=tmp_path / "lazy")
     # The supervisor's "criu" fails at once (the wrapper still runs the real one).
     lazy_pages.start_supervisor(session, Path("/bin/false"), request_timeout=60)
-    name, port = start_memcached(containers)
-    items = fill(port, mib=16)
-    podman("container", "checkpoint", name)
     userdata = userdata_of(name)
     env = podman_environment()
     env["PATH"] = f"{session.bin_dir}{os.pathsep}{env['PATH']}"

@@ -26,13 +26,16 @@ from warmctl.lazy_pages import (
     container_id,
     container_processes,
     create_session,
+    kernel_has_userfaultfd,
     kill_restore,
+    lazy_restore_problem,
     restore_request,
     spec_with_config,
     spec_without_config,
     start_supervisor,
     supervise,
 )
+from warmctl.podman import HostVersions
 
 # runc's command line as podman 4.3's conmon wrote it (seen in the spike, ID shortened).
 UD = "/var/lib/containers/storage/overlay-containers/b2b2/userdata"
@@ -461,3 +464,54 @@ def test_supervisor_outlives_its_caller_and_serves_one_restore(
     assert outcome is not None and outcome.state == "filled", outcome
     assert isinstance(outcome, Outcome)
     assert [p.name for p in session.directory.iterdir()] == ["status.json"]
+
+
+# --- whether lazy restore can work on this host ------------------------------------------------
+
+def _versions(runtime: str, runtime_version: str, kernel: str = "6.18.44-fc-v1252") -> HostVersions:
+    return HostVersions(podman="5.4.2", runtime=runtime, runtime_version=runtime_version,
+                        kernel=kernel, hostname="h")
+
+
+@pytest.mark.parametrize("runtime,version", [
+    ("runc", "runc version 1.1.15+ds1"),
+    ("runc", "runc version 1.1.5+ds1"),
+    ("crun", "crun version 1.26"),
+    ("crun", "crun version 1.27.1"),
+])
+def test_lazy_restore_works_with_runc_and_crun_from_1_26(runtime: str, version: str) -> None:
+    assert lazy_restore_problem(_versions(runtime, version), userfaultfd=True) is None
+    assert lazy_restore_problem(_versions(runtime, version)) is None  # userfaultfd unknown
+
+
+def test_crun_before_1_26_restores_eagerly_and_says_why() -> None:
+    assert lazy_restore_problem(_versions("crun", "crun version 1.21")) == (
+        "crun 1.21 reads no org.criu.config before 1.26 and does not fail a restore whose "
+        "page daemon failed: resume restores every page first")
+    assert lazy_restore_problem(_versions("crun", "crun version 1.8.1")) is not None
+    unknown = lazy_restore_problem(_versions("crun", ""))
+    assert unknown is not None and unknown.startswith("crun (version unknown) reads no")
+
+
+def test_another_runtime_is_no_lazy_restore() -> None:
+    why = lazy_restore_problem(_versions("youki", "youki version 0.5.0"))
+    assert why == "podman's runtime is youki: lazy restore needs runc or crun 1.26 or later"
+    assert lazy_restore_problem(_versions("", "")) is not None
+
+
+def test_the_kernel_needs_pidfd_getfd_and_userfaultfd() -> None:
+    old = lazy_restore_problem(_versions("runc", "runc version 1.1.5", kernel="5.4.0-150"))
+    assert old is not None and "no pidfd_getfd (5.6)" in old and "5.4.0-150" in old
+    assert lazy_restore_problem(_versions("runc", "runc version 1.1.5", kernel="5.6.0")) is None
+    none = lazy_restore_problem(_versions("runc", "runc version 1.1.5"), userfaultfd=False)
+    assert none == "Linux 6.18.44-fc-v1252 has no userfaultfd: CRIU cannot restore lazily"
+    # The runtime's reason comes first, and every reason is one line.
+    both = lazy_restore_problem(_versions("crun", "crun version 1.21", kernel="5.4"),
+                                userfaultfd=False)
+    assert both is not None and both.startswith("crun 1.21") and "\n" not in both
+
+
+def test_userfaultfd_is_read_from_its_sysctl(tmp_path: Path) -> None:
+    assert not kernel_has_userfaultfd(tmp_path / "missing")
+    (tmp_path / "unprivileged_userfaultfd").write_text("0\n")
+    assert kernel_has_userfaultfd(tmp_path / "unprivileged_userfaultfd")
