@@ -32,6 +32,7 @@ LAYERS: dict[str, set[str]] = {
         "warmctl.podman", "warmctl.podman.runner", "warmctl.podman.types", "warmctl.podman.cli",
         "warmctl.catalogue", "warmctl.criu_config", "warmctl.container_lock",
         "warmctl.ownership", "warmctl.transcode", "warmctl.provenance",
+        "warmctl.lazy_pages",
         "warmctl.oci", "warmctl.oci.registry", "warmctl.oci.transport", "warmctl.oci.artifact",
         "warmctl.oci.cosign", "warmctl.oci.trust_policy",
         "warmctl.host", "warmctl.host.facts", "warmctl.host.podman_info", "warmctl.host.compare",
