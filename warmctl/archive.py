@@ -1,5 +1,8 @@
 """Reading podman checkpoint archives without extracting them.
 
+One module over 450 lines: summary, structure check and configuration are views of one pass
+over the tar stream (``_TarStream``, ``_Found``), which they share with its error wording.
+
 ``podman container checkpoint --export`` writes a tar archive (zstd-compressed by default, or
 gzip, or plain) holding podman's metadata (config.dump, spec.dump, ...) and CRIU's images
 under checkpoint/. This module reads such an archive as one stream, front to back: the few

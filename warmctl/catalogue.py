@@ -1,5 +1,9 @@
 """The catalogue: named, numbered snapshots in one directory.
 
+One module over 450 lines: the home's checks, the sweeps, publishing and the queries are
+methods of one ``Catalogue`` sharing its connection, its write lock and the home's mark, and
+the publishing protocol below holds only of them together.
+
 Layout (see docs/design.md)::
 
     HOME/                 0700

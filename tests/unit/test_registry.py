@@ -15,18 +15,11 @@ import pytest
 from fake_registry import FakeRegistry
 
 from warmctl.errors import ExitCode, IntegrityError, NotFoundError, UsageError, WarmctlError
-from warmctl.oci.registry import (
-    Credentials,
-    Reference,
-    RegistryAuthError,
-    RegistryClient,
-    RegistryUnreachable,
-    auth_files,
-    credentials_in,
-    find_credentials,
-    parse_challenge,
-    parse_reference,
-)
+from warmctl.oci.auth import parse_challenge
+from warmctl.oci.client import RegistryClient
+from warmctl.oci.credentials import Credentials, auth_files, credentials_in, find_credentials
+from warmctl.oci.errors import RegistryAuthError, RegistryUnreachable
+from warmctl.oci.reference import Reference, parse_reference
 
 KIB = 1024
 

@@ -16,7 +16,8 @@ from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.errors import ExitCode, IntegrityError, NotFoundError, UsageError
 from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
 from warmctl.oci import artifact
-from warmctl.oci.registry import OCI_MANIFEST, RegistryUnreachable
+from warmctl.oci.client import OCI_MANIFEST
+from warmctl.oci.errors import RegistryUnreachable
 from warmctl.oci.sharing import RegistryOptions, push_snapshot
 from warmctl.oci.sharing import pull_snapshot as pull
 from warmctl.progress import NoProgress as Progress

@@ -25,7 +25,7 @@ from warmctl.errors import CheckpointError, ExitCode
 from warmctl.host import doctor
 from warmctl.host import facts as host
 from warmctl.lifecycle.take import SnapshotOptions, take_snapshot
-from warmctl.oci import registry
+from warmctl.oci import client
 from warmctl.oci.artifact import canonical_json
 from warmctl.output import Output, json_escaped, terminal_text
 from warmctl.progress import NoProgress as Progress
@@ -59,7 +59,7 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("WARMCTL_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "no-auth.json"))
-    monkeypatch.setattr(registry, "_backoff", lambda failures: 0.0)  # 5xx retries, at once
+    monkeypatch.setattr(client, "_backoff", lambda failures: 0.0)  # 5xx retries, at once
 
     def invoke(*argv: str) -> tuple[int, str, str]:
         code = cli_main.main(list(argv))

@@ -21,7 +21,9 @@ from openssl_ca import CertAuthority, make_cert_authority
 
 from warmctl.errors import ExitCode, HostError
 from warmctl.oci import transport
-from warmctl.oci.registry import Credentials, RegistryClient, parse_reference
+from warmctl.oci.client import RegistryClient
+from warmctl.oci.credentials import Credentials
+from warmctl.oci.reference import parse_reference
 
 BLOB = b"the storage's bytes" * 100
 DIGEST = "sha256:" + hashlib.sha256(BLOB).hexdigest()

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from warmctl.oci import cosign
-from warmctl.oci.registry import parse_reference
+from warmctl.oci.reference import parse_reference
 from warmctl.oci.trust_policy import (
     BadPolicy,
     FoundSignature,

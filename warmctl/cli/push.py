@@ -54,7 +54,7 @@ def command(
     from pathlib import Path
 
     from warmctl.errors import UsageError
-    from warmctl.oci.registry import parse_reference
+    from warmctl.oci.reference import parse_reference
     from warmctl.oci.sharing import SigningOptions, push_snapshot
     from warmctl.refs import parse_ref
 

@@ -1,5 +1,8 @@
 """warmctl doctor: can this host checkpoint and restore containers, and if not, why not.
 
+One module over 450 lines: each check is a pure function of the facts gathered here (its
+parsing beside it), so a check reads best next to the fact it judges; the probe is short.
+
 ``gather_facts`` collects everything once (podman info, ``criu --version`` and ``criu check``,
 /proc, the containers.conf files, the catalogue directory); every ``check_*`` is a pure function
 of those facts, so unit tests drive each check from recorded output. ``probe`` is the end-to-end

@@ -23,7 +23,8 @@ from typing import Any
 from warmctl.catalogue import Snapshot, SnapshotRecord
 from warmctl.errors import IntegrityError
 from warmctl.labels import label_problem
-from warmctl.oci.registry import OCI_MANIFEST, sha256_digest
+from warmctl.oci.client import OCI_MANIFEST
+from warmctl.oci.transfer import sha256_digest
 from warmctl.podman_input import is_valid_container_name
 from warmctl.refs import is_valid_name
 

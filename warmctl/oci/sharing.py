@@ -16,15 +16,10 @@ from typing import TYPE_CHECKING, Any
 from warmctl.catalogue import Catalogue, Snapshot
 from warmctl.errors import IntegrityError, NotFoundError, UsageError
 from warmctl.oci import artifact, cosign, trust_policy
-from warmctl.oci.registry import (
-    DEFAULT_CHUNK_SIZE,
-    OCI_MANIFEST,
-    Reference,
-    RegistryClient,
-    find_credentials,
-    parse_reference,
-    sha256_digest,
-)
+from warmctl.oci.client import DEFAULT_CHUNK_SIZE, OCI_MANIFEST, RegistryClient
+from warmctl.oci.credentials import find_credentials
+from warmctl.oci.reference import Reference, parse_reference
+from warmctl.oci.transfer import sha256_digest
 from warmctl.progress import Progress
 from warmctl.refs import Ref, validate_name
 from warmctl.units import format_size

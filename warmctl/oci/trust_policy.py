@@ -29,7 +29,7 @@ from typing import Any
 
 from warmctl.errors import IntegrityError, UsageError
 from warmctl.oci.cosign import BadPayload, PublicKey, parse_payload
-from warmctl.oci.registry import Reference, parse_reference
+from warmctl.oci.reference import Reference, parse_reference
 
 SYSTEM_POLICY = Path("/etc/containers/policy.json")
 

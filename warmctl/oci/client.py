@@ -1,5 +1,11 @@
 """A client for OCI registries (the distribution HTTP API), on the standard library alone.
 
+One module over 450 lines for one class: ``RegistryClient``'s methods share one state (the
+connections per host, the scheme connect() found, the authorization a challenge earned), and
+the upload and download loops retry through it; references, credentials, challenges, errors
+and the transfer helpers live beside it (reference.py, credentials.py, auth.py, errors.py,
+transfer.py).
+
 Just what push and pull need: references as podman writes them, credentials from the auth files
 ``podman login`` writes, Basic and Bearer-token auth, HEAD/GET/PUT of blobs and manifests, and
 chunked blob uploads that resume after a dropped connection. No registry library: the API is
@@ -13,41 +19,49 @@ their digest are integrity (5). Nothing here prints.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import http.client
 import json
 import os
-import re
-import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, cast
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from warmctl.errors import (
-    HostError,
-    IntegrityError,
-    NotFoundError,
-    UsageError,
-    WarmctlError,
-    disk_read_error,
-    is_disk_failure,
-)
+from warmctl.errors import IntegrityError, NotFoundError, WarmctlError
 from warmctl.oci import transport
-
-Advance = Callable[[int], None]
+from warmctl.oci.auth import Challenge, parse_challenge
+from warmctl.oci.credentials import Credentials
+from warmctl.oci.errors import (
+    _RETRYABLE,
+    RegistryAuthError,
+    RegistryUnreachable,
+    _error_detail,
+    _Transient,
+)
+from warmctl.oci.reference import Reference, _api_host
+from warmctl.oci.transfer import (
+    _IO_SIZE,
+    Advance,
+    _backoff,
+    _describe,
+    _Download,
+    _drain,
+    _FileSlice,
+    _Meter,
+    _range_end,
+    _SequentialHash,
+    sha256_digest,
+)
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
 # Consecutive failures of one upload or download before giving up; progress resets the count.
 MAX_ATTEMPTS = 5
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the spec's suggested limit: anything larger is not ours
-_IO_SIZE = 1024 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 5
 
@@ -60,261 +74,6 @@ _ACCEPT_MANIFESTS = ", ".join((
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ))
-
-
-# --- references -------------------------------------------------------------------------------
-
-_HOST_RE = re.compile(
-    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?")
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
-_DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
-
-
-@dataclass(frozen=True)
-class Reference:
-    """``HOST[:PORT]/PATH/NAME[:TAG][@sha256:DIGEST]``, as podman and docker write it."""
-
-    registry: str  # host[:port]
-    repository: str  # path/name
-    tag: str | None = None
-    digest: str | None = None
-
-    @property
-    def manifest_reference(self) -> str:
-        """What follows /manifests/: the digest when there is one, else the tag."""
-        return self.digest or self.tag or "latest"
-
-    def with_tag(self, tag: str) -> Reference:
-        return Reference(self.registry, self.repository, tag, None)
-
-    def __str__(self) -> str:
-        text = f"{self.registry}/{self.repository}"
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
-
-
-def parse_reference(text: str) -> Reference:
-    """Parse a registry reference; the registry host must be written out.
-
-    podman would expand a short name such as ``memcached`` through registries.conf, perhaps to
-    Docker Hub. A snapshot holds a process's memory, secrets included: warmctl never guesses
-    where to send one, so the host is required (``localhost`` counts).
-    """
-    body = text.removeprefix("docker://")
-    body, at, digest = body.partition("@")
-    host, slash, rest = body.partition("/")
-    if not slash or not _looks_like_host(host):
-        raise UsageError(
-            f"{text!r} does not name a registry: write HOST[:PORT]/PATH[:TAG], "
-            "e.g. registry.example.com/warm/memcached:v1 or localhost:5000/memcached"
-        )
-    _, colon_, port = host.rpartition(":")
-    if colon_ and not host.endswith("]") and not 1 <= int(port) <= 65535:
-        raise UsageError(f"invalid registry port {port} in {text!r}: a port is 1 to 65535")
-    repository, tag = rest, None
-    colon = rest.rfind(":")
-    if colon > rest.rfind("/"):
-        repository, tag = rest[:colon], rest[colon + 1:]
-    if not _REPOSITORY_RE.fullmatch(repository) or len(repository) > 255:
-        raise UsageError(
-            f"invalid repository {repository!r} in {text!r}: lower-case letters, digits and "
-            "separators (. _ __ -) between /-separated components"
-        )
-    if tag is not None and not _TAG_RE.fullmatch(tag):
-        raise UsageError(f"invalid tag {tag!r} in {text!r}: up to 128 of A-Z a-z 0-9 _ . -")
-    if at and not _DIGEST_RE.fullmatch(digest):
-        raise UsageError(f"invalid digest {digest!r} in {text!r}: expected sha256:<64 hex>")
-    return Reference(host, repository, tag, digest or None)
-
-
-def _looks_like_host(component: str) -> bool:
-    # docker's rule: the first component is a registry when it has a dot or a port, or is
-    # localhost; otherwise it would be a Docker Hub namespace.
-    hostish = "." in component or ":" in component or component == "localhost"
-    return hostish and _HOST_RE.fullmatch(component) is not None
-
-
-def _api_host(registry: str) -> str:
-    """Docker Hub's API does not live at the name people write."""
-    return "registry-1.docker.io" if registry in _DOCKER_HUB else registry
-
-
-# --- credentials ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str
-    source: str  # the auth file they came from, for messages
-
-    def basic(self) -> str:
-        raw = f"{self.username}:{self.password}".encode()
-        return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
-def auth_files(environ: Mapping[str, str] | None = None, *, uid: int | None = None,
-               home: Path | None = None) -> list[Path]:
-    """Where podman looks for credentials, in its order (containers-auth.json(5)).
-
-    ``REGISTRY_AUTH_FILE`` replaces the list, as podman's ``--authfile`` does.
-    """
-    env = os.environ if environ is None else environ
-    if env.get("REGISTRY_AUTH_FILE"):
-        return [Path(env["REGISTRY_AUTH_FILE"])]
-    uid = os.getuid() if uid is None else uid
-    home = Path(env.get("HOME") or Path.home()) if home is None else home
-    runtime_dir = env.get("XDG_RUNTIME_DIR")
-    # `podman login` writes here; as root without XDG_RUNTIME_DIR, under /run/containers/0/.
-    primary = (Path(runtime_dir) / "containers" if runtime_dir
-               else Path(f"/run/containers/{uid}"))
-    config_home = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
-    docker_dir = Path(env.get("DOCKER_CONFIG") or home / ".docker")
-    return [primary / "auth.json", config_home / "containers" / "auth.json",
-            docker_dir / "config.json"]
-
-
-def find_credentials(ref: Reference, *, authfile: Path | None = None,
-                     environ: Mapping[str, str] | None = None) -> Credentials | None:
-    """The credentials podman would use for ``ref``: the first file with a matching entry.
-
-    Credential helpers (``credHelpers``, ``credsStore``) are not run: an entry written by
-    ``podman login`` is what warmctl reads.
-    """
-    for path in [authfile] if authfile is not None else auth_files(environ):
-        auths = _read_auths(path, explicit=authfile is not None)
-        found = credentials_in(auths, ref, str(path))
-        if found is not None:
-            return found
-    return None
-
-
-def _read_auths(path: Path, *, explicit: bool) -> Mapping[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        if explicit:
-            raise UsageError(f"auth file {path} does not exist") from None
-        return {}
-    except OSError as exc:
-        raise HostError(f"cannot read auth file {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise WarmctlError(f"auth file {path} is not valid JSON: {exc}",
-                           hint="log in again with podman login") from exc
-    auths = data.get("auths") if isinstance(data, dict) else None
-    return auths if isinstance(auths, dict) else {}
-
-
-def credentials_in(auths: Mapping[str, Any], ref: Reference, source: str) -> Credentials | None:
-    """The entry of an ``auths`` object that applies to ``ref``: the most specific key
-    (``host/namespace/repo`` before ``host/namespace`` before ``host``), as containers/image
-    matches them. Docker's legacy keys (``https://host/v1/``) count as their host."""
-    entries = {_normalize_key(key): value for key, value in auths.items()}
-    for key in _lookup_keys(ref):
-        entry = entries.get(key)
-        if isinstance(entry, dict) and isinstance(entry.get("auth"), str) and entry["auth"]:
-            username, password = decode_auth(entry["auth"], source)
-            return Credentials(username, password, source)
-    return None
-
-
-def _lookup_keys(ref: Reference) -> list[str]:
-    hosts = list(_DOCKER_HUB) if ref.registry in _DOCKER_HUB else [ref.registry]
-    parts = ref.repository.split("/")
-    keys: list[str] = []
-    for count in range(len(parts), -1, -1):
-        for host in hosts:
-            keys.append("/".join([host, *parts[:count]]))
-    return keys
-
-
-def _normalize_key(key: str) -> str:
-    key = re.sub(r"^[a-z]+://", "", key)
-    key = re.sub(r"/v[12]/?$", "", key)
-    return key.rstrip("/")
-
-
-def decode_auth(value: str, source: str) -> tuple[str, str]:
-    """An ``auth`` field: base64 of ``user:password``."""
-    try:
-        decoded = base64.b64decode(value, validate=True).decode()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WarmctlError(f"auth file {source} has an entry that is not base64 user:password",
-                           hint="log in again with podman login") from exc
-    username, sep, password = decoded.partition(":")
-    if not sep:
-        raise WarmctlError(f"auth file {source} has an entry without a password",
-                           hint="log in again with podman login")
-    return username, password
-
-
-# --- challenges -------------------------------------------------------------------------------
-
-_PARAM_RE = re.compile(r'\s*([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))\s*,?')
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """A ``WWW-Authenticate`` header: ``Bearer realm="...",service="...",scope="..."``."""
-
-    scheme: str  # lower case: "bearer", "basic"
-    params: dict[str, str]
-
-
-def parse_challenge(header: str) -> Challenge | None:
-    scheme, _, rest = header.strip().partition(" ")
-    if not scheme:
-        return None
-    params: dict[str, str] = {}
-    position = 0
-    while position < len(rest):
-        match = _PARAM_RE.match(rest, position)
-        if match is None or match.end() == position:
-            break
-        quoted, bare = match.group(2), match.group(3)
-        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
-        params[match.group(1).lower()] = value
-        position = match.end()
-    return Challenge(scheme.lower(), params)
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-class RegistryUnreachable(HostError):
-    """No connection, no TLS, no answer: the registry is down or elsewhere."""
-
-
-class RegistryAuthError(HostError):
-    """The registry wants credentials it did not get, or refused them."""
-
-
-class _Transient(Exception):
-    """A failure worth another try: a 5xx, a 408/429, a registry that lost track of an offset."""
-
-
-# What a dropped connection, a stalled registry or a reset look like to http.client.
-_RETRYABLE = (OSError, http.client.HTTPException, _Transient)
-
-
-def _error_detail(status: int, body: bytes) -> str:
-    """The registry's own words: the first entry of the spec's error body, else the status."""
-    try:
-        errors = json.loads(body).get("errors") or []
-        first = errors[0]
-        text = f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
-        if text:
-            return f"HTTP {status} {text}"
-    except (ValueError, AttributeError, IndexError, TypeError):
-        pass
-    reason = http.client.responses.get(status, "")
-    return f"HTTP {status} {reason}".strip()
 
 
 @dataclass
@@ -819,146 +578,3 @@ class RegistryClient:
             download.write(block)
         if download.written < size:
             raise http.client.IncompleteRead(b"", size - download.written)
-
-
-# --- helpers ----------------------------------------------------------------------------------
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _range_end(header: str) -> int | None:
-    """'0-1023' -> 1023 (the Range header of an upload's status), else None."""
-    match = re.fullmatch(r"(?:bytes=)?0-([0-9]+)", header.strip())
-    return int(match.group(1)) if match else None
-
-
-def _backoff(failures: int) -> float:
-    """Seconds to wait after the n-th failure in a row: 0.5, 1, 2, 4, then 8."""
-    return float(min(2.0 ** (failures - 2), 8.0))
-
-
-def _drain(resp: http.client.HTTPResponse) -> None:
-    with contextlib.suppress(*_RETRYABLE):
-        resp.read()
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host name ({exc.strerror})"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "no answer in time"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
-
-
-class _Meter:
-    """Progress that can step back: a resumed transfer re-sends what was not committed."""
-
-    def __init__(self, advance: Advance) -> None:
-        self._advance = advance
-        self.position = 0
-
-    def add(self, count: int) -> None:
-        self.position += count
-        self._advance(count)
-
-    def to(self, position: int) -> None:
-        if position != self.position:
-            self._advance(position - self.position)
-            self.position = position
-
-
-class _Download:
-    """A blob being written to a file: how far, and the hash so far."""
-
-    def __init__(self, out: IO[bytes], meter: _Meter) -> None:
-        self.out = out
-        self.meter = meter
-        self.hash = hashlib.sha256()
-        self.written = 0
-
-    def write(self, block: bytes) -> None:
-        self.out.write(block)
-        self.hash.update(block)
-        self.written += len(block)
-        self.meter.add(len(block))
-
-    def restart(self) -> None:
-        self.out.seek(0)
-        self.out.truncate()
-        self.hash = hashlib.sha256()
-        self.written = 0
-        self.meter.to(0)
-
-
-def _read_archive(fd: int, size: int, offset: int) -> bytes:
-    """pread of the archive being pushed. The disk failing it is no network failure: it is
-    not retried, and the error says what failed."""
-    try:
-        return os.pread(fd, size, offset)
-    except OSError as exc:
-        if is_disk_failure(exc):
-            raise disk_read_error("the archive", exc) from exc
-        raise
-
-
-class _SequentialHash:
-    """SHA-256 of a file's bytes in order, fed from chunks that may be read more than once
-    (a chunk sent again after a failure is not hashed twice)."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._hash = hashlib.sha256()
-        self.position = 0
-
-    def update_at(self, offset: int, data: bytes) -> None:
-        if offset > self.position:
-            self.catch_up(offset)
-        skip = self.position - offset
-        if skip < len(data):
-            self._hash.update(data[skip:] if skip else data)
-            self.position = offset + len(data)
-
-    def catch_up(self, position: int) -> None:
-        """Hash what lies between here and ``position`` (a registry held more than we read)."""
-        while self.position < position:
-            data = _read_archive(self._fd, min(_IO_SIZE, position - self.position),
-                                 self.position)
-            if not data:
-                raise IntegrityError("the archive became shorter while it was uploaded")
-            self._hash.update(data)
-            self.position += len(data)
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
-
-
-class _FileSlice:
-    """``length`` bytes of a file from ``offset``, as a request body: read with pread (no
-    shared file position), hashed and counted on the way."""
-
-    def __init__(self, fd: int, offset: int, length: int, hasher: _SequentialHash,
-                 meter: _Meter) -> None:
-        self._fd = fd
-        self._position = offset
-        self._end = offset + length
-        self._hasher = hasher
-        self._meter = meter
-
-    def read(self, size: int = -1) -> bytes:
-        remaining = self._end - self._position
-        if remaining <= 0:
-            return b""
-        size = remaining if size < 0 else min(size, remaining)
-        data = _read_archive(self._fd, size, self._position)
-        if not data:
-            raise IntegrityError("the archive became shorter while it was uploaded")
-        self._hasher.update_at(self._position, data)
-        self._position += len(data)
-        self._meter.add(len(data))
-        return data
