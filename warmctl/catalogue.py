@@ -338,10 +338,7 @@ class Catalogue:
         except sqlite3.OperationalError as exc:
             raise self._translate(exc) from exc
         except sqlite3.DatabaseError as exc:
-            raise IntegrityError(
-                f"catalogue {self.db_path} is unreadable: {exc}",
-                hint="restore it from a backup, or move it aside to start a new catalogue",
-            ) from exc
+            raise self._unreadable(exc) from exc
         try:
             for directory in (self.archives_dir, self.tmp_dir, self.logs_dir):
                 _secure_mkdir(directory)
@@ -390,10 +387,7 @@ class Catalogue:
         except sqlite3.OperationalError as exc:
             raise self._translate(exc) from exc
         except sqlite3.DatabaseError as exc:
-            raise IntegrityError(
-                f"catalogue {self.db_path} is unreadable: {exc}",
-                hint="restore it from a backup, or move it aside to start a new catalogue",
-            ) from exc
+            raise self._unreadable(exc) from exc
         self._db = db
         return self
 
@@ -500,6 +494,13 @@ class Catalogue:
         if self._db is None:
             raise RuntimeError("catalogue is not open")
         return self._db
+
+    def _unreadable(self, exc: sqlite3.DatabaseError) -> IntegrityError:
+        """A catalogue.db that is not a database SQLite can read (random bytes, a cut copy)."""
+        return IntegrityError(
+            f"catalogue {self.db_path} is unreadable: {exc}",
+            hint="restore it from a backup, or move it aside to start a new catalogue",
+        )
 
     def _translate(self, exc: sqlite3.OperationalError) -> WarmctlError:
         text = str(exc)

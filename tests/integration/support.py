@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcclient import MemcacheClient, iter_missing_or_different, random_items, wait_for_memcached
 
 from warmctl.podman.runner import podman_environment
 
@@ -106,3 +107,29 @@ def require_dev_kvm() -> None:
     """Tests of a device CRIU cannot checkpoint use /dev/kvm: fail (never skip) without it."""
     if not Path("/dev/kvm").exists():
         pytest.fail("this test needs /dev/kvm: a device CRIU cannot checkpoint")
+
+
+MIB = 1 << 20
+
+
+def start_memcached(containers: Containers, mib: int = 8, *, seed: int | None = None,
+                    name: str | None = None) -> tuple[str, int, dict[str, bytes]]:
+    """A memcached published on a free loopback port, holding ``mib`` MiB of random 4 KiB
+    values (seeded by ``seed``, else by ``mib``): its name, port and the values."""
+    name = name or containers.name("mc")
+    port = free_port()
+    podman("run", "--detach", "--name", name, "--publish", f"127.0.0.1:{port}:11211",
+           IMAGES["memcached"])
+    wait_for_memcached(port)
+    items = random_items(count=mib * MIB // 4096, size=4096, seed=mib if seed is None else seed)
+    with MemcacheClient(port) as client:
+        client.set_many(items)
+    return name, port, items
+
+
+def assert_all_back(port: int, items: dict[str, bytes]) -> None:
+    """Every value back, byte for byte, once memcached answers on ``port``."""
+    wait_for_memcached(port)
+    with MemcacheClient(port) as client:
+        got = client.get_many(list(items))
+    assert list(iter_missing_or_different(items, got)) == []

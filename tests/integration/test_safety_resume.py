@@ -15,8 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
-from mcclient import MemcacheClient, iter_missing_or_different, random_items, wait_for_memcached
-from support import IMAGES, Containers, Warmctl, free_port, podman, require_dev_kvm
+from support import (
+    IMAGES,
+    Containers,
+    Warmctl,
+    assert_all_back,
+    podman,
+    require_dev_kvm,
+    start_memcached,
+)
 
 pytestmark = pytest.mark.podman
 
@@ -52,24 +59,6 @@ def wait_for_state(containers: Containers, name: str, wanted: set[str | None],
         time.sleep(0.1)
 
 
-def start_memcached(containers: Containers, mib: int, seed: int) -> tuple[str, int,
-                                                                          dict[str, bytes]]:
-    name = containers.name("mc")
-    port = free_port()
-    podman("run", "--detach", "--name", name, "--publish", f"127.0.0.1:{port}:11211",
-           IMAGES["memcached"])
-    wait_for_memcached(port)
-    items = random_items(count=mib * MIB // 4096, size=4096, seed=seed)
-    with MemcacheClient(port) as client:
-        client.set_many(items)
-    return name, port, items
-
-
-def assert_all_back(port: int, items: dict[str, bytes]) -> None:
-    wait_for_memcached(port)
-    with MemcacheClient(port) as client:
-        got = client.get_many(list(items))
-    assert list(iter_missing_or_different(items, got)) == []
 
 
 # --- what resume may replace -----------------------------------------------------------------

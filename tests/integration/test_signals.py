@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from mcclient import MemcacheClient, iter_missing_or_different, random_items, wait_for_memcached
-from support import IMAGES, Containers, Warmctl, free_port, podman
+from mcclient import wait_for_memcached
+from support import IMAGES, Containers, Warmctl, assert_all_back, free_port, podman, start_memcached
 
 pytestmark = pytest.mark.podman
 
@@ -40,24 +40,6 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float = 120,
         time.sleep(interval)
 
 
-def start_memcached(containers: Containers, mib: int = 8,
-                    name: str | None = None) -> tuple[str, int, dict[str, bytes]]:
-    name = name or containers.name("mc")
-    port = free_port()
-    podman("run", "--detach", "--name", name, "--publish", f"127.0.0.1:{port}:11211",
-           IMAGES["memcached"])
-    wait_for_memcached(port)
-    items = random_items(count=mib * MIB // 4096, size=4096, seed=mib)
-    with MemcacheClient(port) as client:
-        client.set_many(items)
-    return name, port, items
-
-
-def assert_all_back(port: int, items: dict[str, bytes]) -> None:
-    wait_for_memcached(port)
-    with MemcacheClient(port) as client:
-        got = client.get_many(list(items))
-    assert list(iter_missing_or_different(items, got)) == []
 
 
 def exporting(home: Path) -> bool:
