@@ -303,4 +303,20 @@ def _open_closed_standard_streams() -> None:
 
 
 def cli() -> NoReturn:
-    sys.exit(main())
+    status = main()
+    _flush_or_discard_standard_streams()
+    sys.exit(status)
+
+
+def _flush_or_discard_standard_streams() -> None:
+    """Flush stdout and stderr now, while a failure can still be handled. A terminal that
+    hung up (SIGHUP) fails every write with EIO; Python would then fail its own flush at exit
+    and exit 120, hiding the status of what was done. What cannot be written is dropped."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)

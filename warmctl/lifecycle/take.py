@@ -310,8 +310,12 @@ def _bring_back_if_stopped(podman: Podman, container_id: str, err: CheckpointErr
     its memory is and the command that brings it back. The error says which."""
     with contextlib.suppress(WarmctlError):
         info = podman.inspect_container(container_id)
-        if info is None or info.running or not _fresh_checkpoint_in_storage(
-                podman, container_id, since):
+        if info is not None and info.running:
+            # CRIU gave up before stopping it (podman 5 fails the checkpoint where 4.3 said
+            # it succeeded, e.g. when systemd's stop signalled CRIU too): nothing is lost.
+            err.message += f"; container {container_id[:12]} runs on: nothing was lost"
+            return
+        if info is None or not _fresh_checkpoint_in_storage(podman, container_id, since):
             return
         short = container_id[:12]
         try:
